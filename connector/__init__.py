@@ -1,0 +1,31 @@
+"""wandb-history-connector: Weights & Biases run history as Arrow record batches.
+
+>>> from connector import Api, Run, Runs  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Api", "Run", "Runs", "export", "open_local", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import Api, Run, Runs
+
+_LAZY = {
+    "Api": ("connector.api", "Api"),
+    "Run": ("connector.api", "Run"),
+    "Runs": ("connector.api", "Runs"),
+    "export": ("connector.export", "export"),
+    "open_local": ("connector.local", "open_local"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'connector' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""Run references: parse the run paths, URLs and objects that every entry point accepts.
+
+>>> RunRef.parse("acme/vision/abc123")
+RunRef(entity='acme', project='vision', run_id='abc123')
+>>> RunRef.parse("https://wandb.ai/acme/vision/runs/abc123?nw=1")
+RunRef(entity='acme', project='vision', run_id='abc123')
+>>> RunRef.parse("vision/abc123", default_entity="acme").path
+'acme/vision/abc123'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from .errors import ConfigurationError
+
+_NAME = re.compile(r"^[^/\s:]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """The identity of a run: `entity`, `project` and the short `run_id` (GraphQL `name`)."""
+
+    entity: str
+    project: str
+    run_id: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.run_id}"
+
+    @classmethod
+    def parse(
+        cls, path: str, *, default_entity: str | None = None, default_project: str | None = None
+    ) -> RunRef:
+        """Parse `e/p/id`, `e/p/runs/id`, `e/p:id`, `p/id`, `id` or a W&B run URL."""
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigurationError(f"run path must be a non-empty string, got {path!r}")
+        text = path.strip()
+        if "://" in text:
+            url = urlparse(text)
+            text = url.path.strip("/")
+        text = text.strip("/").replace(":", "/")
+        parts = [p for p in text.split("/") if p]
+        if len(parts) == 4 and parts[2] == "runs":
+            parts = [parts[0], parts[1], parts[3]]
+        if len(parts) == 3:
+            entity, project, run_id = parts
+        elif len(parts) == 2:
+            if not default_entity:
+                raise ConfigurationError(
+                    f"run path {path!r} has no entity: use entity/project/run_id or set WANDB_ENTITY"
+                )
+            entity, (project, run_id) = default_entity, parts
+        elif len(parts) == 1:
+            if not (default_entity and default_project):
+                raise ConfigurationError(
+                    f"run path {path!r} names only a run id: use entity/project/run_id "
+                    "or set WANDB_ENTITY and WANDB_PROJECT"
+                )
+            entity, project, run_id = default_entity, default_project, parts[0]
+        else:
+            raise ConfigurationError(
+                f"run path {path!r} is not of the form entity/project/run_id "
+                "(or entity/project/runs/run_id, or a W&B run URL)"
+            )
+        for label, value in (("entity", entity), ("project", project), ("run id", run_id)):
+            if not _NAME.match(value):
+                raise ConfigurationError(f"run path {path!r} has an invalid {label} {value!r}")
+        return cls(entity, project, run_id)
+
+
+def parse_project_path(path: str, *, default_entity: str | None = None) -> tuple[str, str]:
+    """Parse `entity/project` (or `project` with a default entity) into a pair.
+
+    >>> parse_project_path("acme/vision")
+    ('acme', 'vision')
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigurationError(f"project path must be a non-empty string, got {path!r}")
+    text = path.strip()
+    if "://" in text:
+        text = urlparse(text).path
+    parts = [p for p in text.strip("/").split("/") if p]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    if len(parts) == 1 and default_entity:
+        return default_entity, parts[0]
+    raise ConfigurationError(f"project path {path!r} is not of the form entity/project")

@@ -1,0 +1,111 @@
+"""The value model shared by every source: W&B value types, nested-key flattening, `historyKeys`.
+
+A history row is a dict as the SDK returns it: nested dicts for nested keys, media objects as dicts
+tagged `_type`, lists as lists, numbers as int or float (NaN and ±inf included), `_step` an int.
+
+Flattening (the column view) joins nested plain-dict keys with ``.``, as W&B's own parquet exports do.
+Media dicts (tagged `_type`), lists and empty dicts are leaves. When a literal dotted key (``"a.b"``)
+and a nested path (``{"a": {"b": ...}}``) flatten to the same name in one row, the literal key wins and
+the nested value is reported as a collision, so the caller can keep it (see `connector.arrow`).
+
+>>> flatten_row({"_step": 1, "train": {"loss": 0.5, "h": {"_type": "histogram", "bins": [0, 1]}}})
+({'_step': 1, 'train.loss': 0.5, 'train.h': {'_type': 'histogram', 'bins': [0, 1]}}, {})
+>>> value_type(float("nan")), value_type(True), value_type({"_type": "image-file"}), value_type([1])
+('number', 'bool', 'image-file', 'list')
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+SPECIAL_KEYS = ("_step", "_runtime", "_timestamp")
+
+
+def value_type(value: Any) -> str:
+    """The W&B type name of one value, as `historyKeys` type counts spell it."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, Mapping):
+        tag = value.get("_type")
+        return tag if isinstance(tag, str) else "map"
+    return type(value).__name__
+
+
+def is_leaf(value: Any) -> bool:
+    """True when `value` is stored whole in one column (everything but a non-empty plain dict)."""
+    return not (isinstance(value, Mapping) and value and "_type" not in value)
+
+
+def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flatten nested plain dicts to dotted names.
+
+    Returns ``(flat, collisions)``: `collisions` maps a flattened name to a nested value that lost
+    to a literal key of the same name (empty in almost every row).
+    """
+    flat: dict[str, Any] = {}
+    nested: list[tuple[str, Any]] = []
+    for key, value in row.items():
+        if is_leaf(value):
+            flat[key] = value
+        else:
+            nested.append((key, value))
+    collisions: dict[str, Any] = {}
+    while nested:
+        prefix, value = nested.pop()
+        for key, inner in value.items():
+            name = f"{prefix}.{key}"
+            if not is_leaf(inner):
+                nested.append((name, inner))
+            elif name in flat:
+                collisions[name] = inner
+            else:
+                flat[name] = inner
+    return flat, collisions
+
+
+def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_row` for rows without literal dotted keys.
+
+    >>> unflatten_row({"_step": 1, "train.loss": 0.5})
+    {'_step': 1, 'train': {'loss': 0.5}}
+    """
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        parts = name.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def history_keys_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Build a `historyKeys` object (``{"keys": {flat: {"typeCounts": [...]}}, "lastStep": N}``).
+
+    >>> history_keys_from_rows([{"_step": 0, "a": 1.0}, {"_step": 3, "a": "x"}])["keys"]["a"]
+    {'typeCounts': [{'type': 'number', 'count': 1}, {'type': 'string', 'count': 1}]}
+    """
+    counts: dict[str, Counter[str]] = {}
+    last_step = -1
+    for row in rows:
+        step = row.get("_step")
+        if isinstance(step, int) and step > last_step:
+            last_step = step
+        flat, _ = flatten_row(row)
+        for name, value in flat.items():
+            counts.setdefault(name, Counter())[value_type(value)] += 1
+    keys = {
+        name: {"typeCounts": [{"type": t, "count": n} for t, n in sorted(c.items())]}
+        for name, c in counts.items()
+    }
+    return {"keys": keys, "lastStep": last_step}
