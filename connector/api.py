@@ -1,0 +1,495 @@
+"""`Api`, `Run`, `Runs`: entry points shaped like the official SDK's public API.
+
+Identity follows the SDK: `Run.id` is the short run id (GraphQL `name`), `Run.name` the display name,
+`Run.storage_id` the GraphQL `id`, `Run.path` ``[entity, project, id]``.
+
+>>> api = Api(api_key="k" * 40, base_url="http://127.0.0.1:9")
+>>> api
+Api(base_url='http://127.0.0.1:9')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .api_source import ApiSource
+from .config import Settings
+from .errors import ConfigurationError, NotFoundError
+from .queries import OPERATION_NAMES, document
+from .runpath import RunRef, parse_project_path
+from .scan import DEFAULT_CONCURRENCY, HistoryScan
+from .source import HistorySource
+from .transport import RetryPolicy, Transport
+
+if TYPE_CHECKING:
+    from .rundata import RunData
+
+
+def _json_field(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        try:
+            parsed = json.loads(value, strict=False)
+        except (TypeError, ValueError):
+            return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _unwrap_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    config, rawconfig = {}, {}
+    for key, value in raw.items():
+        if key in ("_wandb", "wandb_version"):
+            rawconfig[key] = value
+            continue
+        config[key] = value["value"] if isinstance(value, dict) and "value" in value else value
+    return config, rawconfig
+
+
+class Api:
+    """Entry point to the W&B API (or to local `.wandb` runs, which need no server).
+
+    Settings resolve as in the SDK: arguments, then `WANDB_API_KEY`, `WANDB_BASE_URL`,
+    `WANDB_ENTITY`, `WANDB_PROJECT`, then the wandb settings file and `~/.netrc`.
+    `overrides={"base_url": ..., "entity": ..., "project": ...}` is accepted as in the SDK.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        entity: str | None = None,
+        project: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        overrides = dict(overrides or {})
+        self.settings = Settings.resolve(
+            api_key=api_key,
+            base_url=base_url or overrides.get("base_url"),
+            entity=entity or overrides.get("entity"),
+            project=project or overrides.get("project"),
+        )
+        read_timeout = float(timeout) if timeout else 60.0
+        self.transport = Transport(
+            self.settings.base_url,
+            self.settings.api_key,
+            timeout=(min(10.0, read_timeout), read_timeout),
+            retry=retry,
+        )
+        self.concurrency = concurrency
+        self._default_entity: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Api(base_url={self.settings.base_url!r})"
+
+    @property
+    def default_entity(self) -> str | None:
+        """`WANDB_ENTITY`, or the entity of the API key's user (asked once)."""
+        if self.settings.entity:
+            return self.settings.entity
+        if self._default_entity is None:
+            data = self.transport.execute(document("default_entity"))
+            self._default_entity = ((data or {}).get("viewer") or {}).get("entity")
+        return self._default_entity
+
+    def viewer(self) -> dict[str, Any]:
+        """The user the API key belongs to (also checks the key)."""
+        data = self.transport.execute(document("viewer"), None, OPERATION_NAMES["viewer"])
+        viewer = (data or {}).get("viewer")
+        if viewer is None:
+            raise NotFoundError("the server knows no user for this API key")
+        return viewer
+
+    def _ref(self, path: str) -> RunRef:
+        entity = self.settings.entity
+        parts = [p for p in str(path).strip("/").replace(":", "/").split("/") if p]
+        if "://" not in str(path) and len(parts) < 3 and not entity:
+            entity = self.default_entity
+        return RunRef.parse(path, default_entity=entity, default_project=self.settings.project)
+
+    def run(self, path: str | RunRef) -> Run:
+        """Load one run: ``"entity/project/run_id"``, ``"entity/project/runs/run_id"``, or a URL.
+
+        A local `.wandb` file or run directory opens as a local run (no server needed).
+        """
+        if isinstance(path, RunRef):
+            ref = path
+        elif isinstance(path, (str, os.PathLike)) and _is_local(path):
+            from .local import open_local
+
+            return open_local(path)
+        else:
+            ref = self._ref(str(path))
+        data = self.transport.execute(
+            document("run"),
+            {"entity": ref.entity, "project": ref.project, "name": ref.run_id},
+        )
+        attrs = ((data or {}).get("project") or {}).get("run")
+        if attrs is None:
+            raise NotFoundError(f"run {ref.path} not found (or not visible with this API key)")
+        return Run(self, ref, attrs)
+
+    def runs(
+        self,
+        path: str | None = None,
+        filters: Mapping[str, Any] | None = None,
+        order: str = "+created_at",
+        per_page: int = 50,
+    ) -> Runs:
+        """The runs of a project, paged lazily; `filters` are MongoDB-style, passed through."""
+        if path is None:
+            if not (self.settings.entity or self.default_entity) or not self.settings.project:
+                raise ConfigurationError("runs() needs 'entity/project' (or WANDB_ENTITY and WANDB_PROJECT)")
+            path = f"{self.settings.entity or self.default_entity}/{self.settings.project}"
+        entity, project = parse_project_path(
+            path, default_entity=self.settings.entity or None
+        )
+        return Runs(self, entity, project, dict(filters or {}), order, per_page)
+
+
+def _is_local(path: str | os.PathLike[str]) -> bool:
+    text = os.fspath(path)
+    if "://" in text:
+        return False
+    candidate = Path(text)
+    return text.endswith(".wandb") or (candidate.exists() and (candidate.is_dir() or candidate.is_file()))
+
+
+class Run:
+    """One run: metadata plus `scan_history`, `history` and `scan`."""
+
+    def __init__(
+        self,
+        api: Api | None,
+        ref: RunRef,
+        attrs: Mapping[str, Any],
+        *,
+        source: HistorySource | None = None,
+    ) -> None:
+        self._api = api
+        self.ref = ref
+        self._attrs = dict(attrs)
+        self._source = source
+        raw_config = _json_field(attrs.get("config"))
+        self.config, self.rawconfig = _unwrap_config(raw_config)
+        self.summary = _json_field(attrs.get("summaryMetrics"))
+        self.system_metrics = _json_field(attrs.get("systemMetrics"))
+
+    @classmethod
+    def from_run_data(cls, run: RunData) -> Run:
+        """A `Run` over an in-memory run (a `.wandb` file, a test), with no server.
+
+        >>> from connector.rundata import MemoryRun, RunMeta
+        >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "abc"), rows=[{"_step": 3}]))
+        >>> r.id, r.lastHistoryStep
+        ('abc', 3)
+        """
+        from .local_source import LocalSource
+
+        meta = run.meta
+        attrs = {
+            "id": None,
+            "name": meta.run_id,
+            "displayName": meta.display_name,
+            "state": meta.state,
+            "tags": list(meta.tags),
+            "config": {k: {"value": v, "desc": None} for k, v in meta.config.items()},
+            "summaryMetrics": dict(meta.summary),
+            "createdAt": meta.created_at,
+            "heartbeatAt": meta.heartbeat_at,
+            "group": meta.group,
+            "jobType": meta.job_type,
+            "notes": meta.notes,
+            "historyLineCount": len(run.steps()),
+            "historyKeys": run.history_keys(),
+            "user": {"name": meta.username, "username": meta.username},
+        }
+        return cls(None, RunRef(meta.entity, meta.project, meta.run_id), attrs, source=LocalSource(run))
+
+    def __repr__(self) -> str:
+        return f"<Run {self.ref.path} ({self.state})>"
+
+    # -- identity and metadata ------------------------------------------------------------------
+
+    @property
+    def entity(self) -> str:
+        return self.ref.entity
+
+    @property
+    def project(self) -> str:
+        return self.ref.project
+
+    @property
+    def id(self) -> str:
+        """The short run id (GraphQL `name`)."""
+        return self.ref.run_id
+
+    @property
+    def name(self) -> str | None:
+        """The display name."""
+        return self._attrs.get("displayName")
+
+    @property
+    def storage_id(self) -> str | None:
+        return self._attrs.get("id")
+
+    @property
+    def path(self) -> list[str]:
+        return [self.ref.entity, self.ref.project, self.ref.run_id]
+
+    @property
+    def state(self) -> str | None:
+        return self._attrs.get("state")
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._attrs.get("tags") or [])
+
+    @property
+    def created_at(self) -> str | None:
+        return self._attrs.get("createdAt")
+
+    @property
+    def heartbeat_at(self) -> str | None:
+        return self._attrs.get("heartbeatAt")
+
+    @property
+    def history_line_count(self) -> int | None:
+        return self._attrs.get("historyLineCount")
+
+    @property
+    def history_keys(self) -> dict[str, Any]:
+        keys = self._attrs.get("historyKeys")
+        if not isinstance(keys, dict):
+            keys = self.source.history_keys()
+            self._attrs["historyKeys"] = keys
+        return keys
+
+    @property
+    def lastHistoryStep(self) -> int:  # noqa: N802 - the SDK's name
+        """The last logged step, or -1 for an empty run (fetched fresh, as the SDK does)."""
+        last = self.source.history_keys().get("lastStep")
+        return last if isinstance(last, int) else -1
+
+    @property
+    def last_step(self) -> int:
+        return self.lastHistoryStep
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._attrs)
+
+    @property
+    def source(self) -> HistorySource:
+        if self._source is None:
+            assert self._api is not None
+            self._source = ApiSource(
+                self._api.transport, self.ref, line_count=self.history_line_count
+            )
+        return self._source
+
+    @property
+    def _concurrency(self) -> int:
+        return self._api.concurrency if self._api is not None else DEFAULT_CONCURRENCY
+
+    # -- history --------------------------------------------------------------------------------
+
+    def scan_history(
+        self,
+        keys: Sequence[str] | None = None,
+        page_size: int = 1000,
+        min_step: int = 0,
+        max_step: int | None = None,
+        use_cache: bool = True,
+        *,
+        concurrency: int | None = None,
+    ) -> HistoryScan:
+        """Every row of the run, paged by step (the SDK's `scan_history`).
+
+        `min_step` is inclusive, `max_step` exclusive and clamped to the last step + 1. With `keys`,
+        only rows holding **all** of them come back (the SDK's rule); use `scan(columns=...)` for one
+        row per step with nulls. `use_cache` is accepted for compatibility.
+        Iterate for dict rows, or call `to_arrow()`, `to_batches()`, `to_polars()`, `to_pandas()`.
+        """
+        del use_cache
+        if keys is not None and (isinstance(keys, str) or not isinstance(keys, Sequence)):
+            raise ConfigurationError(f"keys must be a list of strings, got {keys!r}")
+        return HistoryScan(
+            self.source,
+            keys=tuple(keys) if keys is not None else None,
+            min_step=min_step,
+            max_step=max_step,
+            page_size=page_size,
+            concurrency=concurrency or self._concurrency,
+        )
+
+    def scan(
+        self,
+        columns: Sequence[str] | None = None,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        page_size: int = 1000,
+        concurrency: int | None = None,
+    ) -> HistoryScan:
+        """One row per step in ``[min_step, max_step)``, projected to `columns` (all when None).
+
+        Unlike `scan_history(keys=...)`, columns never change which rows come back.
+        """
+        if columns is not None and (isinstance(columns, str) or not isinstance(columns, Sequence)):
+            raise ConfigurationError(f"columns must be a list of strings, got {columns!r}")
+        return HistoryScan(
+            self.source,
+            columns=tuple(columns) if columns is not None else None,
+            min_step=min_step or 0,
+            max_step=max_step,
+            page_size=page_size,
+            concurrency=concurrency or self._concurrency,
+        )
+
+    def history(
+        self,
+        samples: int = 500,
+        keys: Sequence[str] | None = None,
+        x_axis: str = "_step",
+        pandas: bool = True,
+        stream: str = "default",
+        *,
+        format: str | None = None,
+    ) -> Any:
+        """Server-side sampled history (the SDK's `history`).
+
+        Returns a pandas DataFrame when `pandas` is true and pandas is installed, else a list of
+        dicts. `format="arrow"` or `"polars"` returns a `pa.Table` / `pl.DataFrame` instead.
+        `stream="system"` reads system metrics (`events`).
+        """
+        if keys is not None and (isinstance(keys, str) or not all(isinstance(k, str) for k in keys)):
+            raise ConfigurationError(f"keys must be a list of strings, got {keys!r}")
+        if keys and stream != "default":
+            raise ConfigurationError("keys can only be given with stream='default'")
+        if stream not in ("default", "system"):
+            raise ConfigurationError(f"stream must be 'default' or 'system', got {stream!r}")
+        spec_keys = [x_axis, *keys] if keys else None
+        rows = self.source.sampled_history(samples, spec_keys, stream)
+        if format is not None:
+            return _rows_as(rows, format)
+        if pandas:
+            try:
+                import pandas as pd
+            except ImportError:
+                return rows
+            return pd.DataFrame.from_records(rows)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's metadata as one flat record (the shape of the `runs` table)."""
+        keys = self._attrs.get("historyKeys")
+        last = keys.get("lastStep") if isinstance(keys, dict) else None
+        return {
+            "entity": self.entity,
+            "project": self.project,
+            "run_id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "created_at": self.created_at,
+            "heartbeat_at": self.heartbeat_at,
+            "tags": self.tags,
+            "config": self.config,
+            "summary": self.summary,
+            "last_step": last if isinstance(last, int) else None,
+            "history_line_count": self.history_line_count,
+        }
+
+
+def _rows_as(rows: list[dict[str, Any]], format: str) -> Any:
+    """Sampled rows as Arrow or Polars, with the column policy of `connector.arrow`."""
+    import pyarrow as pa
+
+    from .arrow import SchemaPlan
+    from .values import history_keys_from_rows
+
+    plan = SchemaPlan.from_history_keys(history_keys_from_rows(rows))
+    table = pa.Table.from_batches([plan.to_batch(rows)], schema=plan.schema)
+    if not any("_step" in row for row in rows):  # system metrics rows have no step
+        table = table.drop_columns(["_step"])
+    if format == "arrow":
+        return table
+    if format == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    raise ConfigurationError(f"format must be 'arrow' or 'polars', got {format!r}")
+
+
+class Runs:
+    """The runs of one project, fetched page by page (`len()` is the server's run count)."""
+
+    def __init__(
+        self,
+        api: Api,
+        entity: str,
+        project: str,
+        filters: dict[str, Any],
+        order: str,
+        per_page: int,
+    ) -> None:
+        self._api = api
+        self.entity = entity
+        self.project = project
+        self.filters = filters
+        self.order = order
+        self.per_page = per_page
+        self._count: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Runs {self.entity}/{self.project}>"
+
+    def _page(self, cursor: str | None) -> tuple[list[Run], str | None, bool]:
+        data = self._api.transport.execute(
+            document("runs"),
+            {
+                "entity": self.entity,
+                "project": self.project,
+                "cursor": cursor,
+                "perPage": self.per_page,
+                "order": self.order,
+                "filters": json.dumps(self.filters),
+            },
+        )
+        project = (data or {}).get("project")
+        if project is None:
+            raise NotFoundError(f"project {self.entity}/{self.project} not found")
+        self._count = project.get("runCount")
+        connection = project.get("runs") or {}
+        runs = [
+            Run(self._api, RunRef(self.entity, self.project, edge["node"]["name"]), edge["node"])
+            for edge in connection.get("edges") or []
+            if edge.get("node")
+        ]
+        info = connection.get("pageInfo") or {}
+        return runs, info.get("endCursor"), bool(info.get("hasNextPage"))
+
+    def __iter__(self) -> Iterator[Run]:
+        cursor: str | None = None
+        while True:
+            runs, cursor, more = self._page(cursor)
+            yield from runs
+            if not more or not runs:
+                return
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._page(None)
+        return int(self._count or 0)

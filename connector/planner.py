@@ -1,0 +1,59 @@
+"""Plan the step windows of a scan.
+
+Dense runs get fixed windows of `page_size` steps, as the official client pages. A run whose rows are
+much fewer than its step span (it starts at a high step, or has big gaps) is probed first: one request
+for its `_step` column (all steps, or an even sample) places windows where the rows are, so a gap of a
+million steps costs no flood of empty pages.
+
+Each window carries `samples`, the most rows the server may return for it. It is the window's width
+when that is small (then the server can never downsample), else twice the page size; a window that
+comes back with exactly `samples` rows is split by the scan and fetched again, so sampling is never
+silent.
+
+>>> [(w.lo, w.hi) for w in plan_windows(0, 2500, page_size=1000)]
+[(0, 1000), (1000, 2000), (2000, 2500)]
+>>> steps = [5_000_000 + i for i in range(1500)]
+>>> [(w.lo, w.hi) for w in plan_windows(0, 5_001_500, page_size=1000, line_count=1500,
+...                                      probe=lambda w, n: steps)]
+[(0, 5001000), (5001000, 5001500)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .source import Window
+
+PROBE_SAMPLES = 10_000
+
+
+def window_samples(window: Window, page_size: int) -> int:
+    """The `samples` argument for one window (see the module docstring)."""
+    return max(1, min(window.width, 2 * page_size))
+
+
+def plan_windows(
+    start: int,
+    stop: int,
+    *,
+    page_size: int,
+    line_count: int | None = None,
+    probe: Callable[[Window, int], list[int]] | None = None,
+) -> list[Window]:
+    """Split ``[start, stop)`` into windows of about `page_size` rows each."""
+    if stop <= start:
+        return []
+    span = stop - start
+    sparse = line_count is not None and probe is not None and line_count * 2 < span
+    if not sparse:
+        return [Window(lo, min(lo + page_size, stop)) for lo in range(start, stop, page_size)]
+    assert probe is not None and line_count is not None
+    samples = max(1, min(line_count, PROBE_SAMPLES))
+    steps = sorted(s for s in probe(Window(start, stop), samples) if start <= s < stop)
+    if not steps:
+        return [Window(start, stop)]
+    exact = len(steps) < samples or len(steps) >= line_count
+    per_window = page_size if exact else max(1, round(page_size * len(steps) / max(line_count, 1)))
+    bounds = [start] + [steps[i] for i in range(per_window, len(steps), per_window)] + [stop]
+    bounds = sorted(set(bounds))
+    return [Window(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]

@@ -1,0 +1,34 @@
+"""The GraphQL documents the connector sends, one file each, in the shapes the official client sends.
+
+>>> "historyKeys" in document("run_history_keys")
+True
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+#: operationName sent with each document: real names for the documents the official client's Go
+#: core sends, "" for those its Python side sends (as captured from wandb 0.31.0).
+OPERATION_NAMES = {
+    "viewer": "Viewer",
+    "history_page": "HistoryPage",
+    "sampled_history_page": "SampledHistoryPage",
+    "parquet_history": "RunParquetHistory",
+}
+
+
+@cache
+def document(name: str) -> str:
+    """The text of `connector/queries/<name>.graphql`."""
+    return resources.files(__name__).joinpath(f"{name}.graphql").read_text(encoding="utf-8")
+
+
+def names() -> list[str]:
+    """Every document's name."""
+    return sorted(
+        p.name.removesuffix(".graphql")
+        for p in resources.files(__name__).iterdir()
+        if p.name.endswith(".graphql")
+    )

@@ -1,0 +1,281 @@
+"""`HistoryScan`: plans step windows, fetches them with bounded concurrency, yields them in order.
+
+A scan is an immutable description (run, keys or columns, step window, page size). Iterating it gives
+SDK-shaped dict rows; `to_batches()` and the other terminal methods give Arrow with one fixed schema
+(see `connector.arrow`). Each iteration starts again from `min_step`.
+
+Three modes:
+
+* full rows (no keys): every row in the window;
+* **keys** (`Run.scan_history(keys=[...])`): the SDK's all-keys rule — only rows holding every key;
+* **columns** (`Run.scan(columns=[...])`, Polars, DuckDB, export): keys select columns and never
+  change which rows come back — one row per step, with nulls where a key was not logged.
+
+Memory is bounded by ``concurrency × page_size`` rows, not by the length of the run.
+
+>>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.local_source import LocalSource
+>>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "loss": i / 2} for i in range(5)])
+>>> scan = HistoryScan(LocalSource(run), min_step=1, max_step=3)
+>>> [row["_step"] for row in scan], scan.to_arrow().num_rows
+([1, 2], 2)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .arrow import FLOAT, SchemaPlan
+from .errors import ConfigurationError
+from .planner import plan_windows, window_samples
+from .source import HistorySource, Page, Window
+
+if TYPE_CHECKING:
+    import pandas
+    import polars
+
+DEFAULT_CONCURRENCY = 3
+_NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+@dataclass
+class ScanStats:
+    """What the last iteration of a scan fetched."""
+
+    pages: int = 0
+    rows: int = 0
+    bytes: int = 0
+    splits: int = 0
+
+
+def expand_columns(history_keys: dict[str, Any], names: Sequence[str], run_path: str) -> list[str]:
+    """Map requested keys to flat column names: a nested parent (``train``) selects its leaves.
+
+    Raises `ConfigurationError` naming a key the run never logged.
+    """
+    known = list(((history_keys or {}).get("keys") or {}).keys())
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigurationError(f"keys must be strings, got {name!r}")
+        if name == "_step" or name in known:
+            out.append(name)
+            continue
+        leaves = [k for k in known if k.startswith(name + ".")]
+        if not leaves:
+            raise ConfigurationError(
+                f"unknown key {name!r} in run {run_path}; it logged {len(known)} keys"
+                + (f", e.g. {', '.join(sorted(known)[:8])}" if known else "")
+            )
+        out += leaves
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class HistoryScan:
+    """A scan of one run's history. Build it with `Run.scan_history` or `Run.scan`."""
+
+    source: HistorySource
+    keys: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    min_step: int = 0
+    max_step: int | None = None
+    page_size: int = 1000
+    concurrency: int = DEFAULT_CONCURRENCY
+    stats: ScanStats = field(default_factory=ScanStats, compare=False, repr=False)
+    _state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.page_size, int) or self.page_size < 1:
+            raise ConfigurationError(f"page_size must be a positive integer, got {self.page_size!r}")
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {self.concurrency!r}")
+        for label, value in (("min_step", self.min_step), ("max_step", self.max_step)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigurationError(f"{label} must be an integer, got {value!r}")
+        if self.keys is not None and self.columns is not None:
+            raise ConfigurationError("a scan takes keys (all-keys rule) or columns, not both")
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def with_options(self, **changes: Any) -> HistoryScan:
+        """A copy of this scan with other options (it plans afresh).
+
+        >>> from connector.rundata import MemoryRun, RunMeta
+        >>> from connector.local_source import LocalSource
+        >>> s = HistoryScan(LocalSource(MemoryRun(RunMeta("e", "p", "r"))))
+        >>> s.with_options(min_step=10).min_step
+        10
+        """
+        return replace(self, stats=ScanStats(), _state={}, **changes)
+
+    @property
+    def history_keys(self) -> dict[str, Any]:
+        """The `historyKeys` this scan planned with (fetched once per scan object)."""
+        if "history_keys" not in self._state:
+            self._state["history_keys"] = self.source.history_keys() or {}
+        return self._state["history_keys"]
+
+    @property
+    def plan(self) -> SchemaPlan:
+        if "plan" not in self._state:
+            hk = self.history_keys
+            selected = self.keys if self.keys is not None else self.columns
+            if selected is None:
+                plan = SchemaPlan.from_history_keys(hk)
+            else:
+                plan = SchemaPlan.from_history_keys(hk, self._selected_columns())
+            self._state["plan"] = plan
+        return self._state["plan"]
+
+    def _selected_columns(self) -> list[str]:
+        if "selected" not in self._state:
+            path = self.source.ref.path
+            if self.keys is not None:
+                cols: list[str] = []
+                for key in self.keys:
+                    try:
+                        cols += expand_columns(self.history_keys, [key], path)
+                    except ConfigurationError:
+                        cols.append(key)  # never logged: the all-keys rule yields no rows, as in the SDK
+            else:
+                cols = expand_columns(self.history_keys, list(self.columns or ()), path)
+            self._state["selected"] = ["_step", *[c for c in dict.fromkeys(cols) if c != "_step"]]
+        return self._state["selected"]
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of every batch of this scan."""
+        return self.plan.schema
+
+    def windows(self) -> list[Window]:
+        """The step windows this scan fetches, in order."""
+        hk = self.history_keys
+        last = hk.get("lastStep")
+        last = last if isinstance(last, int) else -1
+        stop = last + 1 if self.max_step is None else min(self.max_step, last + 1)
+        start = max(self.min_step or 0, 0)
+        return plan_windows(
+            start,
+            stop,
+            page_size=self.page_size,
+            line_count=self.source.line_count(),
+            probe=self.source.probe_steps,
+        )
+
+    # -- fetching -------------------------------------------------------------------------------
+
+    def _fetch_once(self, window: Window, samples: int) -> Page:
+        if self.keys is not None:
+            return self.source.fetch_keyed(window, self.keys, samples)
+        if self.columns is not None:
+            return self.source.fetch_columns(window, self._selected_columns()[1:], samples)
+        return self.source.fetch_rows(window, samples)
+
+    def _fetch(self, window: Window) -> Page:
+        page = self._fetch_once(window, window_samples(window, self.page_size))
+        if page.complete or window.width <= 1:
+            return page
+        self.stats.splits += 1
+        left, right = (self._fetch(half) for half in window.halves())
+        return Page(
+            left.rows + right.rows,
+            complete=True,
+            may_have_bools=left.may_have_bools or right.may_have_bools,
+            nbytes=left.nbytes + right.nbytes,
+            shared=left.shared or right.shared,
+        )
+
+    def pages(self) -> Iterator[Page]:
+        """Fetch the windows, several in flight, and yield their pages in step order."""
+        _ = self.plan  # resolve keys and schema before any page is fetched
+        windows = self.windows()
+        self.stats.pages = self.stats.rows = self.stats.bytes = self.stats.splits = 0
+        if self.concurrency == 1 or len(windows) <= 1:
+            for window in windows:
+                yield self._count(self._fetch(window))
+            return
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wandb-history")
+        pending: deque[Future[Page]] = deque()
+        todo = iter(windows)
+        try:
+            for window in todo:
+                pending.append(pool.submit(self._fetch, window))
+                if len(pending) >= self.concurrency:
+                    break
+            while pending:
+                page = pending.popleft().result()
+                for window in todo:
+                    pending.append(pool.submit(self._fetch, window))
+                    break
+                yield self._count(page)
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _count(self, page: Page) -> Page:
+        self.stats.pages += 1
+        self.stats.rows += len(page.rows)
+        self.stats.bytes += page.nbytes
+        return page
+
+    # -- rows -----------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """SDK-shaped rows: nested dicts, media as `_type` dicts, NaN/±inf as floats."""
+        float_columns = (
+            [n for n, k in self.plan.kinds if k == FLOAT] if self.keys or self.columns else []
+        )
+        for page in self.pages():
+            rows = copy.deepcopy(page.rows) if page.shared else page.rows
+            for row in rows:
+                for name in float_columns:
+                    value = row.get(name)
+                    if value.__class__ is str and value in _NONFINITE:
+                        row[name] = _NONFINITE[value]
+                yield row
+
+    # -- Arrow and friends ----------------------------------------------------------------------
+
+    def to_batches(self) -> Iterator[pa.RecordBatch]:
+        """Stream `pa.RecordBatch`es, one per non-empty page, all of `schema`."""
+        plan = self.plan
+        for page in self.pages():
+            if page.rows:
+                yield plan.to_batch(page.rows, may_have_bools=page.may_have_bools)
+
+    def to_arrow_batch_reader(self) -> pa.RecordBatchReader:
+        """A `pa.RecordBatchReader` over `to_batches()` (single use)."""
+        return pa.RecordBatchReader.from_batches(self.schema, self.to_batches())
+
+    def to_arrow(self) -> pa.Table:
+        """The whole scan as one `pa.Table`."""
+        return pa.Table.from_batches(list(self.to_batches()), schema=self.schema)
+
+    def __arrow_c_schema__(self) -> Any:
+        return self.schema.__arrow_c_schema__()
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self.to_arrow_batch_reader().__arrow_c_stream__(requested_schema)
+
+    def to_polars(self) -> polars.DataFrame:
+        """The whole scan as a `polars.DataFrame`."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """The whole scan as a `pandas.DataFrame` (needs pandas: ``pip install pandas``)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError as exc:
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
+        return self.to_arrow().to_pandas()

@@ -1,0 +1,89 @@
+"""The seam every part speaks to: a source yields pages of history rows for (run, step window, keys).
+
+Two sources implement it: `connector.api_source.ApiSource` (the W&B GraphQL API) and
+`connector.local_source.LocalSource` (`.wandb` files and other in-memory runs). Scans, the Polars and
+DuckDB adapters and the exporter only use this protocol.
+
+Windows are half-open: ``Window(lo, hi)`` holds steps ``lo <= _step < hi``.
+
+>>> Window(0, 1000).width
+1000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .runpath import RunRef
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A half-open step range ``[lo, hi)``."""
+
+    lo: int
+    hi: int
+
+    @property
+    def width(self) -> int:
+        return self.hi - self.lo
+
+    def halves(self) -> tuple[Window, Window]:
+        mid = self.lo + self.width // 2
+        return Window(self.lo, mid), Window(mid, self.hi)
+
+
+@dataclass(slots=True)
+class Page:
+    """Rows of one window, ascending by `_step`.
+
+    `complete` is False when the server may have downsampled the window (it returned exactly as many
+    rows as it was allowed to); the scan then splits the window and fetches the halves.
+    `may_have_bools` is False when the raw text held no JSON boolean (lets Arrow skip a check).
+    `shared` is True when the row objects belong to the source: a caller handing rows to users
+    copies them first.
+    """
+
+    rows: list[dict[str, Any]]
+    complete: bool = True
+    may_have_bools: bool = True
+    nbytes: int = 0
+    shared: bool = False
+
+
+class HistorySource(Protocol):
+    """What a scan reads from."""
+
+    ref: RunRef
+
+    def history_keys(self) -> dict[str, Any]:
+        """A fresh `historyKeys` object (``{"keys": {...}, "lastStep": N}``)."""
+        ...
+
+    def line_count(self) -> int | None:
+        """How many history rows the run holds (a planning hint; may be stale)."""
+        ...
+
+    def fetch_rows(self, window: Window, samples: int) -> Page:
+        """Full rows in the window (at most `samples`)."""
+        ...
+
+    def fetch_keyed(self, window: Window, keys: Sequence[str], samples: int) -> Page:
+        """Rows holding every one of `keys` (the SDK's all-keys rule), projected to `_step` + keys."""
+        ...
+
+    def fetch_columns(self, window: Window, columns: Sequence[str], samples: int) -> Page:
+        """One row per step in the window, projected to `_step` + columns (flat names)."""
+        ...
+
+    def probe_steps(self, window: Window, samples: int) -> list[int]:
+        """Steps holding a row in the window: all of them, or an even sample of `samples`."""
+        ...
+
+    def sampled_history(
+        self, samples: int, keys: Sequence[str] | None, stream: str
+    ) -> list[dict[str, Any]]:
+        """`Run.history()`: the whole run downsampled by the server."""
+        ...
