@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Api", "Run", "Runs", "export", "open_local", "__version__"]
+__all__ = ["Api", "Run", "Runs", "export", "open_local", "resolve_run", "__version__"]
 
 if TYPE_CHECKING:
     from .api import Api, Run, Runs
@@ -18,7 +18,8 @@ _LAZY = {
     "Run": ("connector.api", "Run"),
     "Runs": ("connector.api", "Runs"),
     "export": ("connector.export", "export"),
-    "open_local": ("connector.local", "open_local"),
+    "open_local": ("connector.resolve", "open_local"),
+    "resolve_run": ("connector.resolve", "resolve_run"),
 }
 
 

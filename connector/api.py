@@ -11,15 +11,14 @@ Api(base_url='http://127.0.0.1:9')
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .api_source import ApiSource
 from .config import Settings
 from .errors import ConfigurationError, NotFoundError
 from .queries import OPERATION_NAMES, document
+from .resolve import is_local_path, open_local_run
 from .runpath import RunRef, parse_project_path
 from .scan import DEFAULT_CONCURRENCY, HistoryScan
 from .source import HistorySource
@@ -126,10 +125,8 @@ class Api:
         """
         if isinstance(path, RunRef):
             ref = path
-        elif isinstance(path, (str, os.PathLike)) and _is_local(path):
-            from .local import open_local
-
-            return open_local(path)
+        elif is_local_path(path):
+            return open_local_run(path)
         else:
             ref = self._ref(str(path))
         data = self.transport.execute(
@@ -157,14 +154,6 @@ class Api:
             path, default_entity=self.settings.entity or None
         )
         return Runs(self, entity, project, dict(filters or {}), order, per_page)
-
-
-def _is_local(path: str | os.PathLike[str]) -> bool:
-    text = os.fspath(path)
-    if "://" in text:
-        return False
-    candidate = Path(text)
-    return text.endswith(".wandb") or (candidate.exists() and (candidate.is_dir() or candidate.is_file()))
 
 
 class Run:

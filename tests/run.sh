@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command: installs the project with its test extras into .venv (unless VENV is set),
+# provisions a throwaway PostgreSQL server when none is reachable, runs pytest, stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install --quiet -e '.[test]'
+
+# shellcheck source=tests/postgres.sh
+source tests/postgres.sh
+start_postgres
+trap stop_postgres EXIT
+
+"$VENV/bin/python" -m ruff check connector tests benchmarks
+"$VENV/bin/python" -m pytest "$@"
