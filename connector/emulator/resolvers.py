@@ -1,0 +1,407 @@
+"""GraphQL resolvers: the objects graphql-core walks to answer the W&B API subset.
+
+graphql-core's default resolver reads attributes, and calls them with ``(info, **args)`` when they are
+methods, so each GraphQL type is a small Python class here.
+
+Semantics (see the package docstring for the whole contract):
+
+* ``history(minStep, maxStep, samples)``: rows with ``minStep <= _step < maxStep`` (maxStep EXCLUSIVE,
+  both optional), ordered by ``_step``, each a JSON string with bare ``NaN``/``Infinity``/``-Infinity``;
+  downsampled to ``samples`` rows when more match (``samples`` absent or null: no downsampling).
+* ``sampledHistory(specs)``: per spec ``{"keys", "samples", "minStep"?, "maxStep"?}`` the rows with
+  ``minStep <= _step <= maxStep`` (maxStep INCLUSIVE) that hold every key (a key listed twice counts
+  once; a key whose value is null counts as absent), projected to the keys, as JSON objects whose
+  non-finite floats are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (the envelope must stay
+  strict JSON). A key names a top-level key and returns its whole value (a nested dict or a media
+  dict included); a key that is not top-level but is a dotted path (``"train.loss"``) through nested
+  plain dicts addresses that leaf and returns it under the dotted name, as a flat key.
+* Downsampling keeps the rows at indices ``round(j * (n - 1) / (samples - 1))`` for
+  ``j = 0 .. samples-1`` (evenly spaced, first and last kept, deterministic).
+* ``parquetHistory(liveKeys)``: ``{"parquetUrls": [], "liveData": [{"_step": <first step>}]}``
+  (``liveData: []`` for an empty run): every page of wandb-core's scan goes through ``history``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode
+
+from .filters import FilterError, matches, sort_runs
+from .store import ServedRun, Store, encode_row
+
+HEAVY_RUN_FIELDS = ("history", "events", "sampledHistory", "parquetHistory", "historyKeys")
+
+
+class SpecError(ValueError):
+    """A malformed ``sampledHistory`` spec or argument (answered as a GraphQL error)."""
+
+
+@dataclass
+class Counted:
+    """What one request touched: per counted field, requests, rows, windows and keys."""
+
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        *,
+        rows: int = 0,
+        window: list[Any] | None = None,
+        keys: Iterable[str] = (),
+    ) -> None:
+        f = self.fields.setdefault(name, {"requests": 0, "rows": 0, "windows": [], "keys": set()})
+        f["requests"] += 1
+        f["rows"] += rows
+        if window is not None:
+            f["windows"].append(window)
+        f["keys"].update(keys)
+
+
+@dataclass
+class Context:
+    """Per-request context handed to resolvers."""
+
+    store: Store
+    viewer_entity: str
+    counted: Counted = field(default_factory=Counted)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def downsample(n: int, samples: int | None) -> Sequence[int]:
+    """Row positions kept out of `n` when at most `samples` may be returned.
+
+    >>> list(downsample(10, 4)), list(downsample(3, 5)), list(downsample(5, 1))
+    ([0, 3, 6, 9], [0, 1, 2], [0])
+    """
+    if samples is None or n <= samples:
+        return range(n)
+    if samples <= 0:
+        return []
+    if samples == 1:
+        return [0]
+    return [round(j * (n - 1) / (samples - 1)) for j in range(samples)]
+
+
+def strict_value(v: Any) -> Any:
+    """Replace non-finite floats (also inside dicts and lists) by ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
+    if isinstance(v, float):
+        if math.isfinite(v):
+            return v
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: strict_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [strict_value(x) for x in v]
+    return v
+
+
+_ABSENT = object()
+
+
+def _lookup(row: Mapping[str, Any], key: str) -> Any:
+    if key in row:
+        return row[key]
+    if "." in key:
+        node: Any = row
+        for part in key.split("."):
+            if isinstance(node, Mapping) and "_type" not in node and part in node:
+                node = node[part]
+            else:
+                return _ABSENT
+        return node
+    return _ABSENT
+
+
+def selected_fields(info: GraphQLResolveInfo) -> set[str]:
+    """Names of the fields selected under the current field (fragments expanded)."""
+    out: set[str] = set()
+
+    def walk(selection_set: Any) -> None:
+        if selection_set is None:
+            return
+        for sel in selection_set.selections:
+            if isinstance(sel, FieldNode):
+                out.add(sel.name.value)
+            elif isinstance(sel, InlineFragmentNode):
+                walk(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode):
+                frag = info.fragments.get(sel.name.value)
+                if frag is not None:
+                    walk(frag.selection_set)
+
+    for node in info.field_nodes:
+        walk(node.selection_set)
+    return out
+
+
+def _int_arg(name: str, v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise SpecError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
+class RunObj:
+    """GraphQL ``Run``."""
+
+    def __init__(self, served: ServedRun, project_number: int) -> None:
+        self._r = served
+        self._m = served.meta
+        self._pn = project_number
+
+    # metadata -------------------------------------------------------------------------------
+    def id(self, info: GraphQLResolveInfo) -> str:
+        return b64(f"Run:v1:{self._m.run_id}:{self._m.project}:{self._m.entity}")
+
+    def projectId(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return str(self._pn)
+
+    def name(self, info: GraphQLResolveInfo) -> str:
+        return self._m.run_id
+
+    def displayName(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return self._m.display_name or self._m.run_id
+
+    def tags(self, info: GraphQLResolveInfo) -> list[str]:
+        return list(self._m.tags)
+
+    def state(self, info: GraphQLResolveInfo) -> str:
+        return self._m.state
+
+    def config(self, info: GraphQLResolveInfo) -> str:
+        wrapped = {k: {"value": v, "desc": None} for k, v in self._m.config.items()}
+        wrapped.setdefault("_wandb", {"value": {}})
+        return json.dumps(wrapped)
+
+    def group(self, info: GraphQLResolveInfo) -> str | None:
+        return self._m.group
+
+    def jobType(self, info: GraphQLResolveInfo) -> str | None:  # noqa: N802
+        return self._m.job_type
+
+    def createdAt(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return self._m.created_at
+
+    def heartbeatAt(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return self._m.heartbeat_at or self._m.created_at
+
+    def updatedAt(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return self._m.heartbeat_at or self._m.created_at
+
+    def notes(self, info: GraphQLResolveInfo) -> str | None:
+        return self._m.notes
+
+    def readOnly(self, info: GraphQLResolveInfo) -> bool:  # noqa: N802
+        return False
+
+    def systemMetrics(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return "{}"
+
+    def summaryMetrics(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return json.dumps(self._m.summary)
+
+    def historyLineCount(self, info: GraphQLResolveInfo) -> int:  # noqa: N802
+        return len(self._r.steps())
+
+    def user(self, info: GraphQLResolveInfo) -> dict[str, Any]:
+        name = self._m.username
+        return {"id": b64(f"User:{name}"), "name": name, "username": name, "entity": self._m.entity}
+
+    # history ------------------------------------------------------------------------------
+    def historyKeys(self, info: GraphQLResolveInfo) -> Any:  # noqa: N802
+        info.context.counted.add("historyKeys")
+        return self._r.data.history_keys()
+
+    def history(
+        self,
+        info: GraphQLResolveInfo,
+        minStep: int | None = None,  # noqa: N803
+        maxStep: int | None = None,  # noqa: N803
+        samples: int | None = None,
+    ) -> list[Any]:
+        i0, i1 = self._r.window(minStep, maxStep)
+        picks = [i0 + j for j in downsample(i1 - i0, samples)]
+        info.context.counted.add("history", rows=len(picks), window=[minStep, maxStep])
+        if not picks:
+            return []
+        return [orjson.Fragment(b",".join(self._r.encoded(picks)))]
+
+    def events(self, info: GraphQLResolveInfo, samples: int | None = None) -> list[Any]:
+        rows = self._r.data.events()
+        picks = downsample(len(rows), samples)
+        info.context.counted.add("events", rows=len(picks))
+        if not picks:
+            return []
+        return [orjson.Fragment(b",".join(encode_row(rows[j]) for j in picks))]
+
+    def sampledHistory(self, info: GraphQLResolveInfo, specs: list[Any]) -> list[Any]:  # noqa: N802
+        out = []
+        for raw in specs:
+            spec = _parse_spec(raw)
+            keys = list(dict.fromkeys(spec["keys"]))
+            lo, hi = spec.get("minStep"), spec.get("maxStep")
+            i0, i1 = self._r.window(lo, None if hi is None else hi + 1)
+            rows = self._r.rows(range(i0, i1)) if i1 > i0 else []
+            kept = []
+            for row in rows:
+                proj = {}
+                for k in keys:
+                    v = _lookup(row, k)
+                    if v is _ABSENT or v is None:
+                        break
+                    proj[k] = strict_value(v)
+                else:
+                    kept.append(proj)
+            kept = [kept[j] for j in downsample(len(kept), spec["samples"])]
+            info.context.counted.add("sampledHistory", rows=len(kept), window=[lo, hi], keys=keys)
+            out.append(kept)
+        return out
+
+    def parquetHistory(self, info: GraphQLResolveInfo, liveKeys: list[str]) -> dict[str, Any]:  # noqa: N802,N803
+        info.context.counted.add("parquetHistory", keys=liveKeys)
+        steps = self._r.steps()
+        return {"parquetUrls": [], "liveData": [{"_step": steps[0]}] if len(steps) else []}
+
+
+def _parse_spec(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, str):
+        try:
+            spec = json.loads(raw)
+        except ValueError as exc:
+            raise SpecError(f"sampledHistory spec is not JSON: {raw[:200]!r}") from exc
+    else:
+        spec = raw
+    if not isinstance(spec, dict):
+        raise SpecError(f"sampledHistory spec must be a JSON object, got {raw!r}")
+    keys = spec.get("keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise SpecError(f"sampledHistory spec needs a non-empty list of string keys, got {keys!r}")
+    samples = _int_arg("samples", spec.get("samples"))
+    if samples is not None and samples < 0:
+        raise SpecError(f"samples must be >= 0, got {samples}")
+    return {
+        "keys": keys,
+        "samples": samples,
+        "minStep": _int_arg("minStep", spec.get("minStep")),
+        "maxStep": _int_arg("maxStep", spec.get("maxStep")),
+    }
+
+
+class ProjectObj:
+    """GraphQL ``Project``."""
+
+    def __init__(self, store: Store, entity: str, project: str, number: int) -> None:
+        self._s = store
+        self._e = entity
+        self.name = project
+        self.entityName = entity  # noqa: N815
+        self._n = number
+        self.readOnly = False  # noqa: N815
+
+    def id(self, info: GraphQLResolveInfo) -> str:
+        return b64(f"Project:v1:{self.name}:{self._e}")
+
+    def internalId(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
+        return str(self._n)
+
+    def _filtered(self, filters: Any) -> list[ServedRun]:
+        flt: Any = filters
+        if isinstance(filters, str):
+            try:
+                flt = json.loads(filters) if filters.strip() else None
+            except ValueError as exc:
+                raise FilterError(f"run filters are not JSON: {filters[:200]!r}") from exc
+        return [r for r in self._s.in_project(self._e, self.name) if matches(r.meta, flt)]
+
+    def runCount(self, info: GraphQLResolveInfo, filters: Any = None) -> int:  # noqa: N802
+        info.context.counted.add("runCount")
+        return len(self._filtered(filters))
+
+    def runs(
+        self,
+        info: GraphQLResolveInfo,
+        filters: Any = None,
+        after: str | None = None,
+        first: int | None = None,
+        order: str | None = None,
+    ) -> dict[str, Any]:
+        runs = self._filtered(filters)
+        by_meta = {id(r.meta): r for r in runs}
+        ordered = [by_meta[id(m)] for m in sort_runs([r.meta for r in runs], order)]
+        start = 0
+        if after:
+            try:
+                after_id = base64.b64decode(after).decode().removeprefix("cursor:")
+            except ValueError as exc:
+                raise SpecError(f"bad cursor {after!r}") from exc
+            ids = [r.meta.run_id for r in ordered]
+            start = ids.index(after_id) + 1 if after_id in ids else len(ids)
+        first = 50 if first is None else first
+        page = ordered[start : start + max(first, 0)]
+        info.context.counted.add("runs", rows=len(page))
+        edges = [{"node": RunObj(r, self._n), "cursor": b64(f"cursor:{r.meta.run_id}")} for r in page]
+        return {
+            "totalCount": len(ordered),
+            "edges": edges,
+            "pageInfo": {
+                "startCursor": edges[0]["cursor"] if edges else None,
+                "endCursor": edges[-1]["cursor"] if edges else None,
+                "hasNextPage": start + len(page) < len(ordered),
+                "hasPreviousPage": start > 0,
+            },
+        }
+
+    def run(self, info: GraphQLResolveInfo, name: str) -> RunObj | None:
+        served = self._s.get(self._e, self.name, name)
+        if served is None:
+            return None
+        if selected_fields(info) - set(HEAVY_RUN_FIELDS) - {"__typename"}:
+            info.context.counted.add("run")
+        return RunObj(served, self._n)
+
+
+class QueryRoot:
+    """GraphQL ``Query``."""
+
+    def viewer(self, info: GraphQLResolveInfo) -> dict[str, Any]:
+        ctx: Context = info.context
+        ctx.counted.add("viewer")
+        entities = list(dict.fromkeys(e for e, _ in ctx.store.projects)) or [ctx.viewer_entity]
+        return {
+            "id": b64("User:1"),
+            "name": "emulator",
+            "username": "emulator",
+            "email": "emulator@localhost",
+            "admin": False,
+            "flags": "{}",
+            "entity": ctx.viewer_entity,
+            "deletedAt": None,
+            "apiKeys": {"edges": [{"node": {"id": b64("ApiKey:1"), "name": "emulator", "description": None}}]},
+            "teams": {"edges": [{"node": {"name": e}} for e in entities]},
+        }
+
+    def project(
+        self, info: GraphQLResolveInfo, name: str | None = None, entityName: str | None = None  # noqa: N803
+    ) -> ProjectObj | None:
+        ctx: Context = info.context
+        entity = entityName or ctx.viewer_entity
+        number = ctx.store.projects.get((entity, name or ""))
+        if number is None:
+            return None
+        return ProjectObj(ctx.store, entity, name or "", number)
+
+    def serverInfo(self, info: GraphQLResolveInfo) -> dict[str, Any]:  # noqa: N802
+        info.context.counted.add("serverInfo")
+        return {"features": [], "cliVersionInfo": {}, "latestLocalVersionInfo": None}

@@ -1,0 +1,102 @@
+"""`serve`: run the emulator in the foreground until SIGINT/SIGTERM (what ``wandb-history serve`` calls).
+
+It binds first, then prints exactly one line ``Serving W&B API emulator at http://HOST:PORT`` followed on
+the same line by a key hint (the key itself only when it is the documented `DEFAULT_API_KEY`), flushes
+stdout, and serves.
+
+>>> serve(synthetic=["e/p:runs=1,steps=10,keys=3"], port=0, _block=False).stop()  # doctest: +ELLIPSIS
+Serving W&B API emulator at http://127.0.0.1:... (API key: local-...)
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .server import DEFAULT_API_KEY, Emulator
+from .synthetic import SyntheticSpec, synthetic_runs
+
+
+def load_local_runs(path: str) -> list[Any]:
+    """Runs of a local ``.wandb`` file or run directory, via ``connector.local.load_runs``."""
+    try:
+        from connector.local import load_runs  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise RuntimeError(
+            f"cannot serve {path!r}: the local .wandb reader (connector.local.load_runs) is not available"
+        ) from exc
+    return list(load_runs(path))
+
+
+def serve(
+    paths: Sequence[str] = (),
+    synthetic: Sequence[str] = (),
+    demo: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    *,
+    warm: bool = False,
+    _block: bool = True,
+) -> Emulator:
+    """Serve local `paths`, `synthetic` specs and/or the demo project; block until a signal.
+
+    Returns the (stopped) emulator when the server ends; with ``_block=False`` returns it running.
+    """
+    runs: list[Any] = []
+    for spec in synthetic:
+        runs.extend(synthetic_runs(SyntheticSpec.parse(spec)))
+    if demo:
+        from .demo import demo_runs
+
+        runs.extend(demo_runs())
+    for path in paths:
+        runs.extend(load_local_runs(path))
+    emu = Emulator(runs, api_key=api_key)
+    if warm:
+        emu.warm()
+    emu.start(host=host, port=port)
+    hint = f"API key: {emu.api_key}" if emu.api_key == DEFAULT_API_KEY else "API key: the one you passed"
+    print(f"Serving W&B API emulator at {emu.base_url} ({hint})", flush=True)
+    if not _block:
+        return emu
+    done = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        done.set()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        emu.stop()
+    return emu
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m connector.emulator [--demo] [--synthetic SPEC]... [--host H] [--port P] [PATH...]``."""
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser(prog="python -m connector.emulator", description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="*", help="local .wandb files or run directories")
+    p.add_argument("--synthetic", action="append", default=[], metavar="E/P:runs=R,steps=N,keys=K[,seed=S]")
+    p.add_argument("--demo", action="store_true", help="serve the demo/mnist project")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--warm", action="store_true", help="pre-encode every row before serving")
+    a = p.parse_args(argv)
+    if not (a.paths or a.synthetic or a.demo):
+        a.demo = True
+    try:
+        serve(a.paths, a.synthetic, a.demo, a.host, a.port, os.environ.get("WANDB_EMULATOR_API_KEY"), warm=a.warm)
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
