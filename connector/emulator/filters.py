@@ -155,7 +155,11 @@ def matches(meta: RunMeta, flt: Mapping[str, Any] | None) -> bool:
             if not isinstance(cond, list):
                 raise FilterError(f"{key} needs a list of filters, got {cond!r}")
             results = (matches(meta, c) for c in cond)
-            ok = all(results) if key == "$and" else (any(results) if key == "$or" else not any(results))
+            ok = (
+                all(results)
+                if key == "$and"
+                else (any(results) if key == "$or" else not any(results))
+            )
         elif key.startswith("$"):
             raise FilterError(f"unsupported top-level filter operator {key!r}")
         else:

@@ -91,7 +91,9 @@ def _errors_body(messages: list[str]) -> bytes:
 class GraphQLApp:
     """Parses, validates, executes and caches GraphQL requests against a `Store`."""
 
-    def __init__(self, store: Store, viewer_entity: Any, *, answer_cache_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self, store: Store, viewer_entity: Any, *, answer_cache_bytes: int = 256 << 20
+    ) -> None:
         self.store = store
         self.schema = load_schema()
         self._viewer_entity = viewer_entity  # callable returning the entity
@@ -165,7 +167,12 @@ class GraphQLApp:
             except ValueError:
                 return 400, _errors_body(["request body is not JSON"]), counted, False
         if not isinstance(req, dict) or not isinstance(req.get("query"), str):
-            return 400, _errors_body(["request body must be a JSON object with a 'query' string"]), counted, False
+            return (
+                400,
+                _errors_body(["request body must be a JSON object with a 'query' string"]),
+                counted,
+                False,
+            )
         variables = req.get("variables") or {}
         if not isinstance(variables, dict):
             return 400, _errors_body(["'variables' must be a JSON object"]), counted, False

@@ -148,7 +148,11 @@ def selected_fields(info: GraphQLResolveInfo) -> set[str]:
 def _int_arg(name: str, v: Any) -> int | None:
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or (isinstance(v, float) and not v.is_integer())
+    ):
         raise SpecError(f"{name} must be an integer, got {v!r}")
     return int(v)
 
@@ -351,7 +355,9 @@ class ProjectObj:
         first = 50 if first is None else first
         page = ordered[start : start + max(first, 0)]
         info.context.counted.add("runs", rows=len(page))
-        edges = [{"node": RunObj(r, self._n), "cursor": b64(f"cursor:{r.meta.run_id}")} for r in page]
+        edges = [
+            {"node": RunObj(r, self._n), "cursor": b64(f"cursor:{r.meta.run_id}")} for r in page
+        ]
         return {
             "totalCount": len(ordered),
             "edges": edges,
@@ -388,12 +394,19 @@ class QueryRoot:
             "flags": "{}",
             "entity": ctx.viewer_entity,
             "deletedAt": None,
-            "apiKeys": {"edges": [{"node": {"id": b64("ApiKey:1"), "name": "emulator", "description": None}}]},
+            "apiKeys": {
+                "edges": [
+                    {"node": {"id": b64("ApiKey:1"), "name": "emulator", "description": None}}
+                ]
+            },
             "teams": {"edges": [{"node": {"name": e}} for e in entities]},
         }
 
     def project(
-        self, info: GraphQLResolveInfo, name: str | None = None, entityName: str | None = None  # noqa: N803
+        self,
+        info: GraphQLResolveInfo,
+        name: str | None = None,
+        entityName: str | None = None,  # noqa: N803
     ) -> ProjectObj | None:
         ctx: Context = info.context
         entity = entityName or ctx.viewer_entity

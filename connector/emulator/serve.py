@@ -59,7 +59,11 @@ def serve(
     if warm:
         emu.warm()
     emu.start(host=host, port=port)
-    hint = f"API key: {emu.api_key}" if emu.api_key == DEFAULT_API_KEY else "API key: the one you passed"
+    hint = (
+        f"API key: {emu.api_key}"
+        if emu.api_key == DEFAULT_API_KEY
+        else "API key: the one you passed"
+    )
     print(f"Serving W&B API emulator at {emu.base_url} ({hint})", flush=True)
     if not _block:
         return emu
@@ -84,9 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import os
 
-    p = argparse.ArgumentParser(prog="python -m connector.emulator", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m connector.emulator", description=__doc__.splitlines()[0]
+    )
     p.add_argument("paths", nargs="*", help="local .wandb files or run directories")
-    p.add_argument("--synthetic", action="append", default=[], metavar="E/P:runs=R,steps=N,keys=K[,seed=S]")
+    p.add_argument(
+        "--synthetic", action="append", default=[], metavar="E/P:runs=R,steps=N,keys=K[,seed=S]"
+    )
     p.add_argument("--demo", action="store_true", help="serve the demo/mnist project")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
@@ -95,7 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (a.paths or a.synthetic or a.demo):
         a.demo = True
     try:
-        serve(a.paths, a.synthetic, a.demo, a.host, a.port, os.environ.get("WANDB_EMULATOR_API_KEY"), warm=a.warm)
+        serve(
+            a.paths,
+            a.synthetic,
+            a.demo,
+            a.host,
+            a.port,
+            os.environ.get("WANDB_EMULATOR_API_KEY"),
+            warm=a.warm,
+        )
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -202,7 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(emu.latency)
         if not emu._authorized(self.headers.get("Authorization")):
             emu._counters.record("401", None, 0)
-            self._error(401, "authentication failed: send Authorization: Basic base64('api:' + API key)")
+            self._error(
+                401, "authentication failed: send Authorization: Basic base64('api:' + API key)"
+            )
             return
         plan = emu._fault_plan
         fault = None
@@ -294,7 +296,9 @@ class Emulator:
         self.latency = latency
         self._fault_plan: FaultPlan | None = FaultPlan(faults) if faults else None
         self._counters = _Counters()
-        self.app = GraphQLApp(self.store, self._viewer_entity, answer_cache_bytes=answer_cache_bytes)
+        self.app = GraphQLApp(
+            self.store, self._viewer_entity, answer_cache_bytes=answer_cache_bytes
+        )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         for run in runs:
@@ -312,7 +316,10 @@ class Emulator:
         server.emulator = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="wandb-emulator", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="wandb-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self

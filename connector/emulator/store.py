@@ -163,7 +163,11 @@ class Store:
         return served
 
     def in_project(self, entity: str, project: str) -> list[ServedRun]:
-        return [r for r in list(self.runs.values()) if (r.meta.entity, r.meta.project) == (entity, project)]
+        return [
+            r
+            for r in list(self.runs.values())
+            if (r.meta.entity, r.meta.project) == (entity, project)
+        ]
 
     def bump(self) -> None:
         with self.lock:

@@ -117,8 +117,13 @@ class SyntheticSpec:
         for part in m["opts"].split(","):
             name, _, value = part.partition("=")
             name = name.strip()
-            if name not in ("runs", "steps", "keys", "seed") or not value.strip().lstrip("-").isdigit():
-                raise ValueError(f"synthetic spec {text!r}: bad option {part!r} (runs, steps, keys, seed)")
+            if (
+                name not in ("runs", "steps", "keys", "seed")
+                or not value.strip().lstrip("-").isdigit()
+            ):
+                raise ValueError(
+                    f"synthetic spec {text!r}: bad option {part!r} (runs, steps, keys, seed)"
+                )
             opts[name] = int(value)
         spec = cls(m["entity"], m["project"], **opts)
         if spec.runs < 0 or spec.steps < 0 or spec.keys < 0:
@@ -220,7 +225,9 @@ class SyntheticRun:
             return []
         out = self._generate(start, min(stop, self._n_base)) if start < self._n_base else []
         if stop > self._n_base:
-            out.extend(dict(r) for r in self._extra[max(start - self._n_base, 0) : stop - self._n_base])
+            out.extend(
+                dict(r) for r in self._extra[max(start - self._n_base, 0) : stop - self._n_base]
+            )
         return out
 
     def _sparse_present(self, name: str, i: int) -> bool:
@@ -307,7 +314,8 @@ class SyntheticRun:
         lo = -1.0 - idx.astype(np.float64) / 10000.0
         bins = (lo[:, None] + np.arange(9, dtype=np.float64) * 0.25).tolist()
         return [
-            {"_type": "histogram", "values": v, "bins": b} for v, b in zip(values, bins, strict=True)
+            {"_type": "histogram", "values": v, "bins": b}
+            for v, b in zip(values, bins, strict=True)
         ]
 
     def events(self) -> list[dict[str, Any]]:
@@ -420,7 +428,9 @@ def _meta(spec: SyntheticSpec, r: int, run_id: str) -> RunMeta:
     created = f"2024-01-{1 + hours // 24:02d}T{hours % 24:02d}:00:00"
     end_s = spec.steps // 4
     hb_h = hours + end_s // 3600
-    heartbeat = f"2024-01-{1 + hb_h // 24:02d}T{hb_h % 24:02d}:{(end_s // 60) % 60:02d}:{end_s % 60:02d}"
+    heartbeat = (
+        f"2024-01-{1 + hb_h // 24:02d}T{hb_h % 24:02d}:{(end_s // 60) % 60:02d}:{end_s % 60:02d}"
+    )
     return RunMeta(
         entity=spec.entity,
         project=spec.project,
@@ -461,7 +471,9 @@ def synthetic_runs(spec: SyntheticSpec | str) -> list[SyntheticRun]:
             salt += 1
             run_id = run_id_for(spec.seed + salt * 1_000_003, r)
         seen.add(run_id)
-        run = SyntheticRun(_meta(spec, r, run_id), seed=spec.seed, run_index=r, steps=spec.steps, keys=spec.keys)
+        run = SyntheticRun(
+            _meta(spec, r, run_id), seed=spec.seed, run_index=r, steps=spec.steps, keys=spec.keys
+        )
         if spec.steps:
             last = run.row(spec.steps - 1)
             run.meta.summary = {k: v for k, v in last.items() if not _non_finite(v)}

@@ -1,0 +1,82 @@
+"""Shared pytest fixtures: a session-wide W&B API emulator, its API key, and SDK subprocess env.
+
+* ``api_key``: the key the shared emulator accepts (46 chars, not the emulator's default key).
+* ``emulator``: a session-scoped, started `connector.emulator.Emulator` serving
+  ``SHARED_SPEC`` (project ``test/synthetic``: 3 runs x 2500 rows, 12 user keys, seed 7; run 0 dense
+  from step 0, run 1 from step 1000, run 2 with a 5000-step gap). Treat it as read-only: do not
+  append, truncate, change states or set faults on it (use ``make_emulator``).
+* ``make_emulator``: a factory ``make_emulator(spec_or_runs, **kwargs) -> Emulator`` for tests that
+  mutate data or inject faults; every emulator it makes is stopped at the end of the test.
+* ``sdk_env``: an environment dict for running the official ``wandb`` SDK in a subprocess with all
+  of its files under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_SPEC = "test/synthetic:runs=3,steps=2500,keys=12,seed=7"
+TEST_API_KEY = "test-" + "5eed" * 10
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return TEST_API_KEY
+
+
+@pytest.fixture(scope="session")
+def emulator(api_key: str) -> Iterator[Any]:
+    from connector.emulator import Emulator, synthetic_runs
+
+    emu = Emulator(synthetic_runs(SHARED_SPEC), api_key=api_key).start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def make_emulator(api_key: str) -> Iterator[Callable[..., Any]]:
+    from connector.emulator import Emulator, synthetic_runs
+
+    made: list[Any] = []
+
+    def make(runs: Any = "e/p:runs=3,steps=300,keys=12,seed=3", **kwargs: Any) -> Any:
+        if isinstance(runs, str):
+            runs = synthetic_runs(runs)
+        kwargs.setdefault("api_key", api_key)
+        emu = Emulator(runs, **kwargs).start()
+        made.append(emu)
+        return emu
+
+    try:
+        yield make
+    finally:
+        for emu in made:
+            emu.stop()
+
+
+@pytest.fixture
+def sdk_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "sdk-home"
+    env = dict(os.environ)
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_MODE"):
+        env.pop(name, None)
+    for name, sub in (
+        ("HOME", ""),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("XDG_CACHE_HOME", "xdg"),
+        ("TMPDIR", "tmp"),
+    ):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+        env[name] = str(home / sub)
+    env["WANDB_ERROR_REPORTING"] = "false"
+    env["WANDB_SILENT"] = "true"
+    return env
