@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 from typing import Any
 
 import pytest
@@ -491,6 +492,11 @@ def test_faults_rate_kinds_and_determinism(make_emulator: Any) -> None:
     assert _outcomes(a, 5) == ["200"] * 5
     with pytest.raises(ValueError):
         FaultSpec(rate=2.0)
+    requests.post(a.base_url + "/_emulator/faults", json={"latency": 0.2}, timeout=5)
+    t0 = time.perf_counter()
+    assert post(a, "{ viewer { id } }").status_code == 200
+    assert time.perf_counter() - t0 >= 0.2
+    a.latency = 0.0
 
 
 # -- synthetic generator ----------------------------------------------------------------------

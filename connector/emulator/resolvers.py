@@ -257,7 +257,8 @@ class RunObj:
             keys = list(dict.fromkeys(spec["keys"]))
             lo, hi = spec.get("minStep"), spec.get("maxStep")
             i0, i1 = self._r.window(lo, None if hi is None else hi + 1)
-            rows = self._r.rows(range(i0, i1)) if i1 > i0 else []
+            top = {k.split(".", 1)[0] for k in keys} | set(keys)
+            rows = self._r.rows(range(i0, i1), keys=top) if i1 > i0 else []
             kept = []
             for row in rows:
                 proj = {}

@@ -186,7 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         body = self._body()
         if path == "/graphql":
-            self._graphql(body)
+            try:
+                self._graphql(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            except Exception as exc:  # a bug in the emulator: answer it instead of hanging up
+                self._error(500, f"emulator internal error: {type(exc).__name__}: {exc}")
         elif path.startswith("/sdk/otel/"):
             self._send(200, b"", content_type="application/x-protobuf")
         elif path.startswith("/_emulator/"):

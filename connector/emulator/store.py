@@ -35,10 +35,10 @@ def encode_row(row: dict[str, Any]) -> bytes:
         text = orjson.dumps(row)
         if b"null" in text:
             raise TypeError
-        inner = text.decode()
     except TypeError:
-        inner = json.dumps(row, separators=(",", ":"))
-    return orjson.dumps(inner)
+        text = json.dumps(row, separators=(",", ":")).encode()
+    # Both encoders escape control characters, so quoting needs only backslashes and quotes.
+    return b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class ServedRun:
@@ -76,15 +76,24 @@ class ServedRun:
         i1 = len(steps) if max_step is None else bisect_left(steps, max_step)
         return i0, max(i0, i1)
 
-    def rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """The rows at ascending row `indices` (batched through ``data.rows(a, b)`` when offered)."""
+    def rows(
+        self, indices: Sequence[int], keys: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The rows at ascending row `indices` (batched through ``data.rows(a, b)`` when offered).
+
+        `keys` is a hint: rows may then hold only those top-level keys (a synthetic run
+        generates just them); rows from other sources are returned whole.
+        """
         batch = getattr(self.data, "rows", None)
         if not indices:
             return []
         if callable(batch):
             lo, hi = indices[0], indices[-1] + 1
             if hi - lo <= 4 * len(indices):
-                got = batch(lo, hi)
+                try:
+                    got = batch(lo, hi) if keys is None else batch(lo, hi, keys=list(keys))
+                except TypeError:  # a `rows(start, stop)` without the keys hint
+                    got = batch(lo, hi)
                 return [got[i - lo] for i in indices]
         return [self.data.row(i) for i in indices]
 

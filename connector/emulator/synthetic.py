@@ -59,7 +59,7 @@ import re
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,13 +217,20 @@ class SyntheticRun:
             raise IndexError(f"row {index} out of range for run {self.meta.run_id}")
         return self.rows(index, index + 1)[0]
 
-    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """Rows `start` .. `stop - 1` (row indices, not steps), generated in one vectorised pass."""
+    def rows(
+        self, start: int, stop: int, keys: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows `start` .. `stop - 1` (row indices, not steps), generated in one vectorised pass.
+
+        With `keys` (top-level key names), generated rows hold only those keys: a cheap
+        projection for callers that read a few keys (appended rows are returned whole).
+        """
         start = max(start, 0)
         stop = min(stop, len(self))
         if stop <= start:
             return []
-        out = self._generate(start, min(stop, self._n_base)) if start < self._n_base else []
+        n_gen = min(stop, self._n_base)
+        out = self._generate(start, n_gen, keys) if start < self._n_base else []
         if stop > self._n_base:
             out.extend(
                 dict(r) for r in self._extra[max(start - self._n_base, 0) : stop - self._n_base]
@@ -236,11 +243,14 @@ class SyntheticRun:
         m, r = SPARSE_EVERY[name]
         return i % m == r
 
-    def _generate(self, start: int, stop: int) -> list[dict[str, Any]]:
+    def _generate(
+        self, start: int, stop: int, keys: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
         import numpy as np
 
         if stop <= start:
             return []
+        want = None if keys is None else frozenset(keys)
         idx = np.arange(start, stop, dtype=np.int64)
         fi = idx.astype(np.float64)
         if self.run_index == 1:
@@ -259,6 +269,8 @@ class SyntheticRun:
         acc = 1.0 - 1.0 / (1.0 + fi / 500.0 + u(2))
         acc = np.where(idx % 97 == 3, 1.0, acc)
         for slot, name in enumerate(self.names, start=1):
+            if want is not None and name not in want:
+                continue
             if name == "loss":
                 cols[name] = loss.tolist()
             elif name == "acc":
@@ -293,9 +305,12 @@ class SyntheticRun:
             else:
                 cols[name] = (u(slot) * float(slot)).tolist()
         runtime = 0.25 * fi + 0.01 * u(0)
-        cols["_runtime"] = runtime.tolist()
-        cols["_timestamp"] = (1700000000.0 + 86400.0 * r + runtime).tolist()
-        cols["_step"] = step.tolist()
+        if want is None or "_runtime" in want:
+            cols["_runtime"] = runtime.tolist()
+        if want is None or "_timestamp" in want:
+            cols["_timestamp"] = (1700000000.0 + 86400.0 * r + runtime).tolist()
+        if want is None or "_step" in want:
+            cols["_step"] = step.tolist()
         names = list(cols)
         sparse = [n for n in names if n in SPARSE_EVERY and self.run_index != 0]
         rows = [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
