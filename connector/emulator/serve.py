@@ -20,7 +20,9 @@ from .server import DEFAULT_API_KEY, Emulator
 from .synthetic import SyntheticSpec, synthetic_runs
 
 
-def load_local_runs(path: str) -> list[Any]:
+def load_local_runs(
+    path: str, *, entity: str | None = None, project: str | None = None
+) -> list[Any]:
     """Runs of a local ``.wandb`` file or run directory, via ``connector.local.load_runs``."""
     try:
         from connector.local import load_runs  # type: ignore[attr-defined]
@@ -28,7 +30,8 @@ def load_local_runs(path: str) -> list[Any]:
         raise RuntimeError(
             f"cannot serve {path!r}: the local .wandb reader (connector.local.load_runs) is not available"
         ) from exc
-    return list(load_runs(path))
+    names = {k: v for k, v in (("entity", entity), ("project", project)) if v}
+    return list(load_runs(path, **names))
 
 
 def serve(
@@ -39,10 +42,15 @@ def serve(
     port: int = 0,
     api_key: str | None = None,
     *,
+    entity: str | None = None,
+    project: str | None = None,
     warm: bool = False,
     _block: bool = True,
 ) -> Emulator:
     """Serve local `paths`, `synthetic` specs and/or the demo project; block until a signal.
+
+    `entity` / `project` name local runs whose files carry none (passed to the local reader);
+    `warm` pre-encodes every row before binding (benchmarks).
 
     Returns the (stopped) emulator when the server ends; with ``_block=False`` returns it running.
     """
@@ -54,7 +62,7 @@ def serve(
 
         runs.extend(demo_runs())
     for path in paths:
-        runs.extend(load_local_runs(path))
+        runs.extend(load_local_runs(path, entity=entity, project=project))
     emu = Emulator(runs, api_key=api_key)
     if warm:
         emu.warm()
