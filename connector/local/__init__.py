@@ -1,0 +1,141 @@
+"""Read offline W&B runs from their `.wandb` transaction logs, without the `wandb` package.
+
+The reader has its own framing (`framing`), protobuf wire decoder (`wire`), message decoders
+(`records`) and rebuild rules (`rebuild`, which documents how rows, config, summary, events and
+the run state are derived). Runs come back as `connector.rundata.MemoryRun` objects (the
+`LocalRun` subclass), the same `RunData` every other source produces.
+
+>>> from connector.local import load_runs, read_run  # doctest: +SKIP
+>>> runs = load_runs("wandb/", project="my-project")  # doctest: +SKIP
+>>> run = runs[0]; run.meta.run_id, run.steps()[:3], run.row(0)  # doctest: +SKIP
+('dod3bm14', [0, 1, 2], {'_step': 0, 'loss': 0.5, ...})
+
+Rules kept stable for the callers (emulator, scans, export):
+
+* `load_runs` returns one run per run id: the files of a resumed offline run (same entity,
+  project and run id) are merged, oldest start time first (see `rebuild.build_run`).
+* Default identity for offline runs that carry none: entity ``"local"``, project ``"offline"``;
+  explicit ``entity=`` / ``project=`` arguments override what the files say.
+* State: ``finished`` / ``failed`` from the exit record; without one, ``running`` when the file
+  changed less than `running_grace` seconds ago (default 300), else ``crashed``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LocalFileError
+from .discover import find_run_files
+from .framing import DamagedRecordWarning
+from .rebuild import (
+    DEFAULT_ENTITY,
+    DEFAULT_PROJECT,
+    RUNNING_GRACE,
+    FileContent,
+    LocalRun,
+    build_run,
+    decode_file,
+    start_time_of,
+)
+
+__all__ = [
+    "DEFAULT_ENTITY",
+    "DEFAULT_PROJECT",
+    "RUNNING_GRACE",
+    "DamagedRecordWarning",
+    "LocalRun",
+    "find_run_files",
+    "load_runs",
+    "open_local",
+    "read_run",
+]
+
+
+def read_run(
+    file: str | os.PathLike[str],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    skip_damaged: bool = False,
+    running_grace: float = RUNNING_GRACE,
+) -> LocalRun:
+    """Read one `.wandb` file as a run.
+
+    >>> run = read_run("wandb/offline-run-20260101_120000-abc123/run-abc123.wandb")  # doctest: +SKIP
+    >>> run.meta.state, len(run.steps())  # doctest: +SKIP
+    ('finished', 1000)
+    """
+    content = decode_file(file, skip_damaged=skip_damaged)
+    return build_run([content], entity=entity, project=project, running_grace=running_grace)
+
+
+def load_runs(
+    path: str | os.PathLike[str],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    skip_damaged: bool = False,
+    running_grace: float = RUNNING_GRACE,
+) -> list[LocalRun]:
+    """Read every run under `path` (see `find_run_files`), one `LocalRun` per run.
+
+    Files holding the same (entity, project, run id) are one resumed run and are merged:
+    rows by ``_step`` (the file that started later wins a step both hold), config and summary
+    key by key (later wins), state from the later file. Runs are sorted by creation time.
+
+    >>> [r.meta.run_id for r in load_runs("wandb/")]  # doctest: +SKIP
+    ['abc123', 'def456']
+    """
+    files = find_run_files(path)
+    groups: dict[tuple[str, str, str], list[FileContent]] = {}
+    for file in files:
+        content = decode_file(file, skip_damaged=skip_damaged)
+        run = content.run
+        key = (
+            entity or (run.entity if run else "") or DEFAULT_ENTITY,
+            project or (run.project if run else "") or DEFAULT_PROJECT,
+            (run.run_id if run and run.run_id else _id_from_name(file)),
+        )
+        groups.setdefault(key, []).append(content)
+    runs = [
+        build_run(
+            sorted(contents, key=start_time_of),
+            entity=entity,
+            project=project,
+            running_grace=running_grace,
+        )
+        for contents in groups.values()
+    ]
+    runs.sort(key=lambda r: (r.meta.created_at, r.meta.run_id))
+    return runs
+
+
+def open_local(
+    path: str | os.PathLike[str],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    skip_damaged: bool = False,
+    running_grace: float = RUNNING_GRACE,
+) -> LocalRun:
+    """Open the one run at `path` (a `.wandb` file or a run directory; resumed files merged).
+
+    Raises `LocalFileError` when `path` holds more than one run (use `load_runs` for folders).
+
+    >>> open_local("wandb/latest-run").meta.run_id  # doctest: +SKIP
+    'abc123'
+    """
+    runs = load_runs(
+        path, entity=entity, project=project, skip_damaged=skip_damaged, running_grace=running_grace
+    )
+    if len(runs) != 1:
+        ids: Sequence[str] = [r.meta.run_id for r in runs]
+        raise LocalFileError(f"{Path(path)}: holds {len(runs)} runs ({', '.join(ids)}); expected one")
+    return runs[0]
+
+
+def _id_from_name(file: Path) -> str:
+    stem = file.stem
+    return stem[4:] if stem.startswith("run-") else stem
