@@ -37,11 +37,11 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import orjson
 import pyarrow as pa
-
-from .values import flatten_row
 
 EXTRA_COLUMN = "_extra"
 STEP_COLUMN = "_step"
@@ -55,6 +55,14 @@ _ARROW_TYPES = {
     INT: pa.int64(),
 }
 _SCALAR_KINDS = {"number": FLOAT, "bool": BOOL, "string": STRING}
+_NONE = type(None)
+# Python types Arrow converts to each kind without loss (bool must never become 1.0).
+_NATIVE_TYPES = {
+    FLOAT: {float, int, _NONE},
+    INT: {int, _NONE},
+    BOOL: {bool, _NONE},
+    STRING: {str, _NONE},
+}
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _LEADING = ("_step", "_runtime", "_timestamp")
 
@@ -70,7 +78,18 @@ def column_kind(type_names: Iterable[str]) -> str:
 
 
 def dumps_json(value: Any) -> str:
-    """JSON text of a value, keeping non-finite floats as the bare tokens W&B writes."""
+    """JSON text of a value, keeping non-finite floats as the bare tokens W&B writes.
+
+    >>> dumps_json({"values": [1, 2.5]}), dumps_json([float("nan"), None])
+    ('{"values":[1,2.5]}', '[NaN,null]')
+    """
+    try:
+        text = orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        text = b"null"
+    if b"null" not in text:
+        return text.decode()
+    # orjson writes NaN/±inf as null: only the standard encoder keeps W&B's tokens.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -104,7 +123,7 @@ class SchemaPlan:
         kinds = ((STEP_COLUMN, INT),) + tuple((n, column_kind(type_names[n])) for n in ordered)
         return cls(kinds, with_extra)
 
-    @property
+    @cached_property
     def schema(self) -> pa.Schema:
         fields = [pa.field(STEP_COLUMN, pa.int64(), nullable=False)]
         fields += [pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.kinds[1:]]
@@ -112,7 +131,7 @@ class SchemaPlan:
             fields.append(pa.field(EXTRA_COLUMN, pa.string()))
         return pa.schema(fields)
 
-    @property
+    @cached_property
     def names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.kinds)
 
@@ -122,65 +141,101 @@ class SchemaPlan:
     def empty_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=self.schema)
 
-    def to_batch(self, rows: Sequence[Mapping[str, Any]], *, may_have_bools: bool = True) -> pa.RecordBatch:
-        """Convert SDK-shaped rows (nested or flat) into one batch of this plan's schema.
-
-        `may_have_bools=False` is a promise from the caller (for example: the raw page text has no
-        ``true``/``false`` token) that lets number columns skip the bool check.
-        """
-        names = self.names
+    def to_batch(
+        self, rows: Sequence[Mapping[str, Any]], *, may_have_bools: bool = True
+    ) -> pa.RecordBatch:
+        """Convert SDK-shaped rows (nested or flat) into one batch of this plan's schema."""
+        del may_have_bools  # TODO(cleanup): the type sets below made this hint unnecessary
         extra: dict[int, dict[str, Any]] = {}
-        seen = set().union(*rows) if rows else set()
-        if not seen <= names:
-            rows = self._flatten_unknown(rows, names, seen - names, extra)
+        gathered: dict[str, list[Any]] = {}
+        types: dict[str, set[type]] = {}
+        self._gather(list(rows), "", gathered, types, extra)
         arrays = []
         for name, kind in self.kinds:
-            values = [row.get(name) for row in rows]
-            arrays.append(self._column(name, kind, values, extra, may_have_bools))
+            values = gathered.get(name)
+            if values is None:
+                arrays.append(pa.nulls(len(rows), _ARROW_TYPES[kind]))
+            else:
+                arrays.append(_column(name, kind, values, types[name], extra))
         if self.with_extra:
-            arrays.append(
-                pa.array(
-                    [dumps_json(extra[i]) if i in extra else None for i in range(len(rows))]
-                    if extra
-                    else [None] * len(rows),
-                    pa.string(),
-                )
-            )
+            texts = [dumps_json(extra[i]) if i in extra else None for i in range(len(rows))]
+            arrays.append(pa.array(texts if extra else [None] * len(rows), pa.string()))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    @staticmethod
-    def _flatten_unknown(
-        rows: Sequence[Mapping[str, Any]],
-        names: frozenset[str],
-        unknown: set[str],
+    def _gather(
+        self,
+        parents: list[Any],
+        prefix: str,
+        gathered: dict[str, list[Any]],
+        types: dict[str, set[type]],
         extra: dict[int, dict[str, Any]],
-    ) -> list[Mapping[str, Any]]:
-        out: list[Mapping[str, Any]] = []
-        for i, row in enumerate(rows):
-            if unknown.isdisjoint(row):
-                out.append(row)
+    ) -> None:
+        """Collect column value lists from dicts at one nesting level, then recurse one deeper.
+
+        Leaves of a level are placed before deeper levels, so a literal dotted key wins over a
+        nested path that flattens to the same name; the loser goes to `_extra`.
+        """
+        present = [p for p in parents if p is not None]
+        keys = sorted(set().union(*present)) if present else []
+        deeper: list[tuple[str, list[Any]]] = []
+        for key in keys:
+            name = prefix + key
+            if prefix:
+                values = [p.get(key) if p is not None else None for p in parents]
+            else:
+                values = [p.get(key) for p in parents]
+            kinds = set(map(type, values))
+            if dict in kinds:
+                nested = [v if v.__class__ is dict and v and "_type" not in v else None for v in values]
+                if any(v is not None for v in nested):
+                    deeper.append((name + ".", nested))
+                    values = [None if n is not None else v for v, n in zip(values, nested, strict=True)]
+                    kinds = set(map(type, values))
+            if kinds <= {type(None)}:
                 continue
-            flat, collisions = flatten_row(row)
-            misfits = {k: v for k, v in flat.items() if k not in names}
-            misfits.update(collisions)
-            if misfits:
-                extra.setdefault(i, {}).update(misfits)
-            out.append(flat)
-        return out
+            if name not in self.names:
+                for i, value in enumerate(values):
+                    if value is not None:
+                        extra.setdefault(i, {})[name] = value
+            elif name in gathered:
+                self._merge_collision(name, gathered[name], values, types[name], kinds, extra)
+            else:
+                gathered[name] = values
+                types[name] = kinds
+        for nested_prefix, nested in deeper:
+            self._gather(nested, nested_prefix, gathered, types, extra)
 
     @staticmethod
-    def _column(
-        name: str, kind: str, values: list[Any], extra: dict[int, dict[str, Any]], may_have_bools: bool
-    ) -> pa.Array:
-        arrow_type = _ARROW_TYPES[kind]
-        if kind == JSON:
-            return pa.array([None if v is None else dumps_json(v) for v in values], arrow_type)
-        if kind == FLOAT and may_have_bools and any(v.__class__ is bool for v in values):
-            return _tolerant(name, kind, values, extra)
+    def _merge_collision(
+        name: str,
+        existing: list[Any],
+        values: list[Any],
+        existing_types: set[type],
+        kinds: set[type],
+        extra: dict[int, dict[str, Any]],
+    ) -> None:
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if existing[i] is None:
+                existing[i] = value
+            else:
+                extra.setdefault(i, {})[name] = value
+        existing_types |= kinds
+
+def _column(
+    name: str, kind: str, values: list[Any], kinds: set[type], extra: dict[int, dict[str, Any]]
+) -> pa.Array:
+    """One column's values as an Arrow array of its kind; misfits go to `extra`."""
+    arrow_type = _ARROW_TYPES[kind]
+    if kind == JSON:
+        return pa.array([None if v is None else dumps_json(v) for v in values], arrow_type)
+    if kinds <= _NATIVE_TYPES[kind]:
         try:
             return pa.array(values, arrow_type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
-            return _tolerant(name, kind, values, extra)
+            pass
+    return _tolerant(name, kind, values, extra)
 
 
 def _fits(kind: str, value: Any) -> tuple[bool, Any]:

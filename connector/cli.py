@@ -34,16 +34,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     def run(args: argparse.Namespace) -> int:
         from .emulator import serve
 
-        return serve(
+        local = {k: v for k, v in (("entity", args.entity), ("project", args.project)) if v}
+        serve(
             args.paths,
             synthetic=args.synthetic,
             demo=args.demo,
             host=args.host,
             port=args.port,
             api_key=args.api_key,
-            entity=args.entity,
-            project=args.project,
-        ) or 0
+            **local,
+        )
+        return 0
 
     p.set_defaults(func=run)
 

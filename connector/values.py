@@ -35,7 +35,7 @@ def value_type(value: Any) -> str:
         return "string"
     if isinstance(value, list | tuple):
         return "list"
-    if isinstance(value, Mapping):
+    if isinstance(value, dict | Mapping):
         tag = value.get("_type")
         return tag if isinstance(tag, str) else "map"
     return type(value).__name__
@@ -43,7 +43,7 @@ def value_type(value: Any) -> str:
 
 def is_leaf(value: Any) -> bool:
     """True when `value` is stored whole in one column (everything but a non-empty plain dict)."""
-    return not (isinstance(value, Mapping) and value and "_type" not in value)
+    return not (isinstance(value, dict) and value and "_type" not in value)
 
 
 def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,6 +60,15 @@ def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
         else:
             nested.append((key, value))
     collisions: dict[str, Any] = {}
+    if nested:
+        flatten_into(flat, nested, collisions)
+    return flat, collisions
+
+
+def flatten_into(
+    flat: dict[str, Any], nested: list[tuple[str, Any]], collisions: dict[str, Any]
+) -> None:
+    """Add the leaves of `(prefix, dict)` pairs to `flat`; a name already there is a collision."""
     while nested:
         prefix, value = nested.pop()
         for key, inner in value.items():
@@ -70,7 +79,6 @@ def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
                 collisions[name] = inner
             else:
                 flat[name] = inner
-    return flat, collisions
 
 
 def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
