@@ -1,0 +1,441 @@
+"""DuckDB: W&B run history in plain SQL, with projection and filter pushdown.
+
+DuckDB 2.0 has no Python table functions. `register(con)` registers two Polars IO-source LazyFrames
+as views and loads table macros from ``sql/duckdb_macros.sql`` over them; DuckDB pushes the
+projection and the macro's constant filters into the Python source, which fetches only what they
+allow (`connector.pushdown`) and then applies the pushed filter exactly.
+
+SQL surface after ``register(con)``::
+
+    SELECT * FROM wandb_history('entity/project/run_id'
+                                [, keys := ['loss', ...]] [, min_step := 0] [, max_step := 1000]
+                                [, samples := 500])
+    SELECT * FROM wandb_runs('entity/project' [, filters := '{"state": "finished"}'])
+
+**Layouts.** A macro's columns are fixed when its backing view is registered, before any run is
+known, so `wandb_history` is *long*: ``entity, project, run_id, _step, key, value DOUBLE,
+value_json VARCHAR``, one row per (step, logged key). ``value`` holds numbers (NaN and ±inf kept;
+NULL for strings, booleans, media, lists), ``value_json`` every value as JSON text (bare ``NaN``,
+``Infinity``, ``-Infinity`` tokens, as W&B writes them). A key not logged at a step has no row there
+(missing and null alike). Every step also has exactly one row with ``key = '_step'`` whose value
+columns are NULL, so ``count(DISTINCT _step)`` counts the steps whatever `keys` selects and
+``avg(value)`` is not disturbed; `keys` selects keys, never steps. Values that did not fit their
+column in the Arrow policy (``_extra``) come back as rows of their own key.
+
+Long suits any-run, any-key SQL (``GROUP BY key``, many runs, unknown keys); a filter on ``value``
+stays in DuckDB (it is DOUBLE and NaN could satisfy it, so DuckDB does not push it). *Wide* views —
+`register_run` (one run: ``_step``, one typed column per key, ``_extra``) and `register_runs` (a union
+over a project or a list of runs, ``entity, project, run_id`` first, a column whose type differs
+between runs is JSON text) — have real column types and are cheaper per value, but their columns are
+fixed when you register them, so they are registered from Python, per run or per run list.
+
+**Pushdown.** Pushed to the API: the run (``run_path``, or ``entity``+``project``+``run_id`` on the
+backing view), ``key IN (...)`` / ``key = ...`` (only those keys are fetched), ``_step`` comparisons,
+``BETWEEN``, ``IN`` (only those step windows), projections on wide views, and ``samples``. A query on
+the backing view that names no run raises an error asking for a run path; nothing ever enumerates the
+runs it can see. NULL/NaN: DuckDB pushes only filters it can hand over exactly (it keeps filters on
+DOUBLE columns that NaN could satisfy); every pushed filter is applied exactly again in Python, with
+SQL semantics preserved (a NULL comparison drops the row).
+
+`scan.to_duckdb(con, name)` and ``con.sql("SELECT ... FROM scan")`` (through ``__arrow_c_stream__``)
+read a `HistoryScan` as planned in Python: there is **no pushdown** on that path, DuckDB filters the
+rows it is given.
+
+>>> import duckdb
+>>> from connector.rundata import MemoryRun, RunMeta
+>>> con = duckdb.connect()
+>>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "loss": i / 2} for i in range(10)])
+>>> _ = register_run(con, run, "r")
+>>> con.sql("SELECT avg(loss) FROM r WHERE _step BETWEEN 2 AND 4").fetchall()
+[(1.5,)]
+>>> con.close()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from .arrow import BOOL, EXTRA_COLUMN, FLOAT, JSON, STEP_COLUMN, STRING, SchemaPlan, dumps_json
+from .errors import ConfigurationError
+from .polars import RunReader, _finish, scan_histories, scan_history
+from .pushdown import Pushdown, analyze
+from .resolve import resolve_run
+from .runs_table import RUNS_SCHEMA, runs_to_arrow
+from .sqlfiles import sql_text
+from .values import history_keys_from_rows
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .api import Api, Run
+    from .scan import HistoryScan
+
+HISTORY_VIEW = "__wandb_history_long"
+RUNS_VIEW = "__wandb_runs"
+MACROS = ("wandb_history", "wandb_runs")
+STEP_KEY = "_step"
+
+LONG_SCHEMA = pl.Schema(
+    {
+        "run_path": pl.String,
+        "entity": pl.String,
+        "project": pl.String,
+        "run_id": pl.String,
+        "_step": pl.Int64,
+        "key": pl.String,
+        "value": pl.Float64,
+        "value_json": pl.String,
+        "_samples": pl.Int64,
+    }
+)
+_LONG_VALUES = ("run_path", "entity", "project", "run_id", "key", "_samples")
+_NEEDS_RUN = (
+    "wandb_history needs a run path: SELECT * FROM wandb_history('entity/project/run_id'); "
+    f"a query on {HISTORY_VIEW} must filter run_path, or entity, project and run_id"
+)
+
+
+class _LazyApi:
+    """The `Api` to use, created from the environment on first use (registering needs no server)."""
+
+    def __init__(self, api: Api | None) -> None:
+        self._api = api
+        self._lock = threading.Lock()
+
+    def get(self) -> Api:
+        with self._lock:
+            if self._api is None:
+                from .api import Api
+
+                self._api = Api()
+            return self._api
+
+
+# -- long layout ----------------------------------------------------------------------------------
+
+
+def _json_of(column: pl.Expr, kind: str) -> pl.Expr:
+    if kind == FLOAT:
+        text = column.cast(pl.String)
+        return pl.when(text == "inf").then(pl.lit("Infinity")).when(text == "-inf").then(
+            pl.lit("-Infinity")
+        ).otherwise(text)
+    if kind == BOOL:
+        return pl.when(column).then(pl.lit("true")).when(~column).then(pl.lit("false"))
+    if kind == STRING:
+        return column.map_elements(dumps_json, return_dtype=pl.String, skip_nulls=True)
+    return column  # JSON text already
+
+
+def _number_of(column: pl.Expr, kind: str) -> pl.Expr:
+    if kind == FLOAT:
+        return column
+    if kind == JSON:
+        return (
+            pl.when(column == "Infinity").then(math.inf)
+            .when(column == "-Infinity").then(-math.inf)
+            .otherwise(column.cast(pl.Float64, strict=False))
+        )  # fmt: skip
+    return pl.lit(None, pl.Float64)
+
+
+def _extra_rows(wide: pl.DataFrame, keys: frozenset[Any] | None) -> list[dict[str, Any]]:
+    rows = []
+    if EXTRA_COLUMN not in wide.columns:
+        return rows
+    extra = wide.select(STEP_COLUMN, EXTRA_COLUMN).filter(pl.col(EXTRA_COLUMN).is_not_null())
+    for step, text in extra.iter_rows():
+        for key, value in json.loads(text).items():
+            if keys is not None and key not in keys:
+                continue
+            number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            rows.append({"_step": step, "key": key, "value": number, "value_json": dumps_json(value)})
+    return rows
+
+
+def to_long(
+    wide: pl.DataFrame, kinds: dict[str, str], keys: frozenset[Any] | None = None
+) -> pl.DataFrame:
+    """A wide history frame as ``_step, key, value, value_json`` rows (layout in the module doc).
+
+    >>> wide = pl.DataFrame({"_step": [0, 1], "loss": [0.5, None], "tag": ["a", "b"]})
+    >>> to_long(wide, {"_step": "int", "loss": "float", "tag": "string"}).rows()
+    [(0, '_step', None, None), (0, 'loss', 0.5, '0.5'), (0, 'tag', None, '"a"'), (1, '_step', None, None), (1, 'tag', None, '"b"')]
+    """
+    parts = []
+    if keys is None or STEP_KEY in keys:
+        parts.append(
+            wide.select(
+                pl.col(STEP_COLUMN),
+                pl.lit(STEP_KEY, pl.String).alias("key"),
+                pl.lit(None, pl.Float64).alias("value"),
+                pl.lit(None, pl.String).alias("value_json"),
+            )
+        )
+    for name in wide.columns:
+        if name in (STEP_COLUMN, EXTRA_COLUMN) or (keys is not None and name not in keys):
+            continue
+        kind, column = kinds.get(name, JSON), pl.col(name)
+        parts.append(
+            wide.select(
+                pl.col(STEP_COLUMN),
+                pl.lit(name, pl.String).alias("key"),
+                _number_of(column, kind).cast(pl.Float64).alias("value"),
+                _json_of(column, kind).cast(pl.String).alias("value_json"),
+            ).filter(pl.col("value_json").is_not_null())
+        )
+    extra = _extra_rows(wide, keys)
+    if extra:
+        parts.append(pl.DataFrame(extra, schema=parts[0].schema if parts else None))
+    if not parts:
+        return pl.DataFrame(schema={"_step": pl.Int64, "key": pl.String, "value": pl.Float64,
+                                    "value_json": pl.String})
+    return pl.concat(parts).sort(STEP_COLUMN, maintain_order=True)
+
+
+class _LongSource:
+    """The Python side of ``__wandb_history_long`` (see the module doc)."""
+
+    def __init__(self, api: _LazyApi) -> None:
+        self.api = api
+
+    def _runs(self, push: Pushdown) -> list[tuple[str, Run]]:
+        paths = push.values.get("run_path")
+        if paths is None:
+            ids = [push.values.get(name) for name in ("entity", "project", "run_id")]
+            if any(v is None for v in ids):
+                raise ConfigurationError(_NEEDS_RUN)
+            paths = frozenset(
+                f"{e}/{p}/{r}" for e in ids[0] for p in ids[1] for r in ids[2]  # type: ignore[union-attr]
+                if e is not None and p is not None and r is not None
+            )
+        out = []
+        for path in sorted(p for p in paths if p is not None):
+            if not isinstance(path, str):
+                raise ConfigurationError(f"a run path must be text, got {path!r}")
+            out.append((path, resolve_run(path, self.api.get())))
+        return out
+
+    @staticmethod
+    def _check_keys(runs: list[tuple[str, Run]], keys: frozenset[Any] | None) -> None:
+        if keys is None or not runs:
+            return
+        for key in sorted(k for k in keys if k is not None and k != STEP_KEY):
+            known = [run for _, run in runs if key in (run.history_keys.get("keys") or {})]
+            if known:
+                continue
+            path = "/".join(runs[0][1].path) if len(runs) == 1 else f"any of {len(runs)} runs"
+            names = sorted((runs[0][1].history_keys.get("keys") or {}).keys())
+            leaves = [n for n in names if n.startswith(f"{key}.")]
+            hint = (
+                f"; it is nested: name its leaves, e.g. {', '.join(leaves[:5])}" if leaves
+                else f"; logged keys include {', '.join(names[:8])}" if names else ""
+            )
+            raise ConfigurationError(f"unknown key {key!r} in run {path}{hint}")
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        push = analyze(predicate, value_columns=_LONG_VALUES)
+        runs = self._runs(push)
+        keys = push.values.get("key")
+        self._check_keys(runs, keys)
+        samples = sorted(push.values.get("_samples") or {0})
+        if len(samples) != 1 or not isinstance(samples[0], int) or samples[0] < 0:
+            raise ConfigurationError(f"samples must be one positive integer, got {samples}")
+        frames = self._frames(runs, push, keys, samples[0], n_rows)
+        return _finish(frames, push, with_columns, n_rows)
+
+    def _frames(
+        self,
+        runs: list[tuple[str, Run]],
+        push: Pushdown,
+        keys: frozenset[Any] | None,
+        samples: int,
+        n_rows: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        for path, run in runs:
+            ids = {"run_path": path, **dict(zip(("entity", "project", "run_id"), run.path, strict=True))}
+            if not all(push.allows(name, value) for name, value in ids.items()):
+                continue
+            if samples:
+                wides: Iterator[tuple[pl.DataFrame, dict[str, str]]] = iter([_sampled(run, samples)])
+            else:
+                reader = RunReader.for_run(run)
+                kinds = dict(reader.plan.kinds)
+                needed = None if keys is None else {k for k in keys if isinstance(k, str)}
+                frames = reader.frames(needed, push.windows(), limit=n_rows, misfits=True)
+                wides = ((wide, kinds) for wide in frames)
+            for wide, kinds in wides:
+                long = to_long(wide, kinds, keys)
+                yield long.select(
+                    *(pl.lit(v, pl.String).alias(k) for k, v in ids.items()),
+                    pl.all(),
+                    pl.lit(samples, pl.Int64).alias("_samples"),
+                ).select(LONG_SCHEMA.names())
+
+
+def _sampled(run: Run, samples: int) -> tuple[pl.DataFrame, dict[str, str]]:
+    """`Run.history(samples)` (all keys: keys select columns only) as a wide frame and its kinds."""
+    rows = run.history(samples=samples, pandas=False)
+    plan = SchemaPlan.from_history_keys(history_keys_from_rows(rows))
+    frame = pl.from_arrow(plan.to_batch([r for r in rows if "_step" in r]))
+    return frame, dict(plan.kinds)  # type: ignore[return-value]
+
+
+# -- wandb_runs -----------------------------------------------------------------------------------
+
+
+class _RunsSource:
+    """The Python side of ``__wandb_runs``: lists one project's runs, with pushed run filters."""
+
+    def __init__(self, api: _LazyApi) -> None:
+        self.api = api
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        push = analyze(predicate, value_columns=("_project", "_filters"))
+        projects = push.values.get("_project")
+        if not projects or None in projects:
+            raise ConfigurationError(
+                "wandb_runs needs a project path: SELECT * FROM wandb_runs('entity/project')"
+            )
+        frames = (self._frame(p, f) for p in sorted(projects) for f in self._filters(push))
+        return _finish(frames, push, with_columns, n_rows)
+
+    @staticmethod
+    def _filters(push: Pushdown) -> list[str]:
+        texts = sorted(push.values.get("_filters") or {"{}"})
+        for text in texts:
+            try:
+                parsed = json.loads(text)
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"wandb_runs filters must be JSON text, got {text!r}") from exc
+            if not isinstance(parsed, dict):
+                raise ConfigurationError(f"wandb_runs filters must be a JSON object, got {text!r}")
+        return texts
+
+    def _frame(self, project: str, filters: str) -> pl.DataFrame:
+        runs = self.api.get().runs(project, filters=json.loads(filters))
+        frame = pl.from_arrow(runs_to_arrow(runs))
+        return frame.with_columns(  # type: ignore[union-attr]
+            pl.lit(project, pl.String).alias("_project"), pl.lit(filters, pl.String).alias("_filters")
+        )
+
+
+def _runs_schema() -> pl.Schema:
+    from .polars import polars_schema
+
+    schema = dict(polars_schema(RUNS_SCHEMA))
+    schema.update({"_project": pl.String, "_filters": pl.String})
+    return pl.Schema(schema)
+
+
+# -- public API -----------------------------------------------------------------------------------
+
+
+def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.DuckDBPyConnection:
+    """Register the backing views and create the `wandb_history` / `wandb_runs` table macros.
+
+    `api=None` means ``Api()`` from the environment, created at the first query (so registering
+    needs no server). Returns `con`.
+
+    >>> import duckdb
+    >>> con = register(duckdb.connect())
+    >>> con.sql("SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'wandb_%' "
+    ...         "ORDER BY 1").fetchall()
+    [('wandb_history',), ('wandb_runs',)]
+    >>> unregister(con); con.close()
+    """
+    holder = _LazyApi(api)
+    history = register_io_source(
+        _LongSource(holder), schema=lambda: LONG_SCHEMA, explain_name="wandb_history"
+    )
+    runs_schema = _runs_schema()
+    runs = register_io_source(
+        _RunsSource(holder), schema=lambda: runs_schema, explain_name="wandb_runs"
+    )
+    con.register(HISTORY_VIEW, history)
+    con.register(RUNS_VIEW, runs)
+    con.execute(sql_text("duckdb_macros"))
+    return con
+
+
+def unregister(con: duckdb.DuckDBPyConnection, *names: str) -> None:
+    """Drop the macros and backing views of `register`, and the views `names` (if present)."""
+    for macro in MACROS:
+        con.execute(f'DROP MACRO TABLE IF EXISTS "{macro}"')
+    for view in (HISTORY_VIEW, RUNS_VIEW, *names):
+        try:
+            con.unregister(view)
+        except Exception:  # noqa: BLE001 - not registered: nothing to undo
+            pass
+
+
+def register_run(
+    con: duckdb.DuckDBPyConnection,
+    run: Any,
+    name: str,
+    *,
+    api: Api | None = None,
+    keys: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Register one run as a wide view `name` (its own columns; projection and step pushdown).
+
+    Returns the registered `pl.LazyFrame` (from `connector.polars.scan_history`). Quote column names
+    with dots, spaces or quotes in SQL: ``SELECT "train.loss" FROM name``.
+    """
+    frame = scan_history(run, api=api, keys=keys)
+    con.register(name, frame)
+    return frame
+
+
+def register_runs(
+    con: duckdb.DuckDBPyConnection,
+    runs: Any,
+    name: str,
+    *,
+    api: Api | None = None,
+    filters: dict[str, Any] | None = None,
+    keys: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    """Register a wide union over ``"entity/project"`` or a list of runs as the view `name`.
+
+    Columns ``entity, project, run_id, _step, ..., _extra`` (`connector.polars.scan_histories`); runs
+    are listed now, once. Filters on ``run_id`` (and ``entity``/``project``) skip runs unfetched.
+    """
+    frame = scan_histories(runs, api=api, filters=filters, keys=keys)
+    con.register(name, frame)
+    return frame
+
+
+def scan_to_duckdb(
+    scan: HistoryScan, con: duckdb.DuckDBPyConnection, name: str
+) -> duckdb.DuckDBPyConnection:
+    """Fetch a `HistoryScan` now and register the table as `name` (no pushdown on this path).
+
+    >>> import duckdb
+    >>> from connector.api import Run
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> run = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 1, "a": 2.0}]))
+    >>> scan_to_duckdb(run.scan(), duckdb.connect(), "h").sql("SELECT a FROM h").fetchall()
+    [(2.0,)]
+    """
+    con.register(name, scan.to_arrow())
+    return con
