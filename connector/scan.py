@@ -272,6 +272,12 @@ class HistoryScan:
 
         return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
 
+    def to_duckdb(self, con: Any, name: str) -> Any:
+        """Fetch this scan and register it in DuckDB as `name` (no pushdown: see connector.duckdb)."""
+        from .duckdb import scan_to_duckdb
+
+        return scan_to_duckdb(self, con, name)
+
     def to_pandas(self) -> pandas.DataFrame:
         """The whole scan as a `pandas.DataFrame` (needs pandas: ``pip install pandas``)."""
         try:
