@@ -1,0 +1,134 @@
+"""One AIMD limiter shared by every worker of an export: how many API requests may be in flight.
+
+* The limit starts at ``--concurrency`` and **never exceeds it**.
+* On a 429 (or a 503) the limit is halved (multiplicative decrease, floor 1) and every worker waits
+  out a shared cool-down (the server's ``Retry-After`` when it sent one, else `cooldown`), at most
+  once per `cooldown` window, so a burst of 429s from the requests already in flight counts once.
+* After ``limit`` consecutive successes the limit grows by one (additive increase) up to the maximum.
+
+`LimitedTransport` is a `connector.transport.Transport` whose every HTTP attempt (retries included)
+takes a slot from the limiter; tenacity's backoff sleeps happen outside the slot.
+
+>>> lim = AimdLimiter(4)
+>>> with lim.slot():
+...     lim.in_flight
+1
+>>> lim.on_throttle(0); lim.limit
+2
+>>> for _ in range(2): lim.on_success()
+>>> lim.limit
+3
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import RateLimitedError, ServerError
+from ..transport import Transport, _Retryable
+
+
+class AimdLimiter:
+    """Additive-increase / multiplicative-decrease concurrency limit (thread-safe)."""
+
+    def __init__(self, maximum: int, *, cooldown: float = 0.5) -> None:
+        if maximum < 1:
+            raise ValueError(f"concurrency must be >= 1, got {maximum}")
+        self.maximum = maximum
+        self.limit = maximum
+        self.cooldown = cooldown
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.min_limit = maximum
+        self.throttles = 0
+        self._successes = 0
+        self._resume_at = 0.0
+        self._last_cut = -1e9
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while True:
+                wait = self._resume_at - time.monotonic()
+                if wait <= 0 and self.in_flight < self.limit:
+                    break
+                self._cond.wait(timeout=wait if wait > 0 else 0.5)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def release(self) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def on_success(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self._successes >= self.limit and self.limit < self.maximum:
+                self.limit += 1
+                self._successes = 0
+                self._cond.notify_all()
+
+    def on_throttle(self, retry_after: float | None = None) -> None:
+        with self._cond:
+            self.throttles += 1
+            now = time.monotonic()
+            self._successes = 0
+            pause = self.cooldown if retry_after is None else min(retry_after, 60.0)
+            self._resume_at = max(self._resume_at, now + pause)
+            if now - self._last_cut >= self.cooldown:
+                self.limit = max(1, self.limit // 2)
+                self.min_limit = min(self.min_limit, self.limit)
+                self._last_cut = now
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "max_concurrency": self.maximum,
+            "min_concurrency": self.min_limit,
+            "peak_in_flight": self.peak_in_flight,
+            "throttles": self.throttles,
+        }
+
+
+class LimitedTransport(Transport):
+    """A `Transport` whose HTTP attempts go through an `AimdLimiter`."""
+
+    def __init__(self, *args: Any, limiter: AimdLimiter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limiter = limiter
+
+    @classmethod
+    def wrap(cls, transport: Transport, limiter: AimdLimiter) -> LimitedTransport:
+        """A limited copy of `transport` (same URL, credentials, timeouts and retry policy)."""
+        new = cls.__new__(cls)
+        new.__dict__.update({k: v for k, v in transport.__dict__.items() if k != "_local"})
+        new._local = threading.local()
+        new.stats = {"requests": 0, "retries": 0, "bytes": 0}
+        new._stats_lock = threading.Lock()
+        new.limiter = limiter
+        return new
+
+    def _attempt(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
+        with self.limiter.slot():
+            try:
+                result = super()._attempt(body, operation_name)
+            except _Retryable as exc:
+                if isinstance(exc.error, RateLimitedError) or (
+                    isinstance(exc.error, ServerError) and exc.error.status == 503
+                ):
+                    self.limiter.on_throttle(exc.retry_after)
+                raise
+        self.limiter.on_success()
+        return result

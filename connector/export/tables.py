@@ -1,0 +1,193 @@
+"""Arrow shapes of the exported tables, and the transforms every sink shares.
+
+Wide layout (``history``): ``entity, project, run_id, _step`` then one column per flattened key (the
+column policy of `connector.arrow`: float64, bool, string, JSON text) and ``_extra``. Primary key
+``(entity, project, run_id, _step)``.
+
+Long layout (``history_long``): one row per (run, step, key) holding a non-null value:
+``entity, project, run_id, _step, key, value_number (float64), value_bool, value_text`` — numbers in
+``value_number`` (NaN/±inf kept), booleans in ``value_bool``, strings and JSON text (media, lists,
+values of mixed-type keys) in ``value_text``. The values that ``_extra`` held in the wide layout are
+unpacked into rows of their own. Primary key ``(entity, project, run_id, _step, key)``; it never
+needs DDL when keys appear.
+
+System metrics (``system_metrics``): wide, ``entity, project, run_id, _timestamp`` then the metric
+columns; primary key ``(entity, project, run_id, _timestamp)``.
+
+Types never change once written: `conform` keeps a column's first type for the whole destination; a
+later value of another type moves to ``_extra`` for its row (merged into that row's JSON object), as
+`connector.arrow` does within a scan.
+
+>>> import pyarrow as pa
+>>> t = pa.table({"_step": [0, 1], "loss": ["a", None], "_extra": [None, None]})
+>>> conform(t, {"loss": pa.float64()}).to_pylist()
+[{'_step': 0, '_extra': '{"loss":"a"}'}, {'_step': 1, '_extra': None}]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..arrow import EXTRA_COLUMN, STEP_COLUMN, dumps_json
+
+RUN_COLUMNS = ("entity", "project", "run_id")
+TIMESTAMP_COLUMN = "_timestamp"
+HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE, RUNS_TABLE = "history", "history_long", "system_metrics", "runs"
+STATE_TABLE, COLUMN_MAP_TABLE = "_wandb_export_state", "_wandb_column_map"
+
+LONG_SCHEMA = pa.schema(
+    [
+        pa.field("entity", pa.string(), nullable=False),
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("_step", pa.int64(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("value_number", pa.float64()),
+        pa.field("value_bool", pa.bool_()),
+        pa.field("value_text", pa.string()),
+    ]
+)
+
+
+def with_run_columns(table: pa.Table, entity: str, project: str, run_id: str) -> pa.Table:
+    """Prepend the constant ``entity, project, run_id`` columns.
+
+    >>> with_run_columns(pa.table({"_step": [1]}), "e", "p", "r").column_names
+    ['entity', 'project', 'run_id', '_step']
+    """
+    n = table.num_rows
+    for i, (name, value) in enumerate(zip(RUN_COLUMNS, (entity, project, run_id), strict=True)):
+        table = table.add_column(i, pa.field(name, pa.string(), nullable=False), pa.array([value] * n, pa.string()))
+    return table
+
+
+def _merge_extra(table: pa.Table, misfits: dict[str, list[Any]]) -> pa.Table:
+    n = table.num_rows
+    old = table.column(EXTRA_COLUMN).to_pylist() if EXTRA_COLUMN in table.column_names else [None] * n
+    out: list[str | None] = []
+    for i in range(n):
+        moved = {name: values[i] for name, values in misfits.items() if values[i] is not None}
+        if not moved:
+            out.append(old[i])
+            continue
+        merged = json.loads(old[i]) if old[i] else {}
+        merged.update(moved)
+        out.append(dumps_json(merged))
+    column = pa.array(out, pa.string())
+    if EXTRA_COLUMN in table.column_names:
+        return table.set_column(table.column_names.index(EXTRA_COLUMN), EXTRA_COLUMN, column)
+    return table.append_column(EXTRA_COLUMN, column)
+
+
+def conform(table: pa.Table, existing: Mapping[str, pa.DataType]) -> pa.Table:
+    """Keep each column's first type: a column whose type differs from `existing` moves to ``_extra``.
+
+    Columns not in `existing` are kept as they are (the sink adds them).
+    """
+    misfits: dict[str, list[Any]] = {}
+    for name in table.column_names:
+        want = existing.get(name)
+        if want is None or name == EXTRA_COLUMN:
+            continue
+        have = table.schema.field(name).type
+        if have == want:
+            continue
+        misfits[name] = table.column(name).to_pylist()
+    if not misfits:
+        return table
+    table = table.drop_columns(list(misfits))
+    return _merge_extra(table, misfits)
+
+
+def strict_json_value(value: Any) -> Any:
+    """`value` with non-finite floats (also nested) as the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``, so it serialises as strict JSON (for JSON/JSONB columns).
+
+    >>> strict_json_value({"a": [float("inf"), 1.0]})
+    {'a': ['Infinity', 1.0]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: strict_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json_value(v) for v in value]
+    return value
+
+
+def _value_columns(value: Any) -> tuple[float | None, bool | None, str | None]:
+    if isinstance(value, bool):
+        return None, value, None
+    if isinstance(value, int | float):
+        return float(value), None, None
+    if isinstance(value, str):
+        return None, None, value
+    return None, None, dumps_json(value)
+
+
+def to_long(table: pa.Table) -> pa.Table:
+    """Melt a wide history table (with run columns) into `LONG_SCHEMA` rows, nulls dropped.
+
+    >>> w = with_run_columns(pa.table({"_step": [0, 1], "loss": [0.5, None], "ok": [True, None]}), "e", "p", "r")
+    >>> [(r["_step"], r["key"], r["value_number"], r["value_bool"]) for r in to_long(w).to_pylist()]
+    [(0, 'loss', 0.5, None), (0, 'ok', None, True)]
+    """
+    parts: list[pa.Table] = []
+    fixed = set(RUN_COLUMNS) | {STEP_COLUMN, EXTRA_COLUMN}
+    n = table.num_rows
+    for name in table.column_names:
+        if name in fixed:
+            continue
+        column = table.column(name)
+        mask = pc.is_valid(column)
+        if not pc.any(mask).as_py():
+            continue
+        picked = table.select([*RUN_COLUMNS, STEP_COLUMN]).filter(mask)
+        values = column.filter(mask)
+        m = picked.num_rows
+        typ = column.type
+        number = values.cast(pa.float64()) if pa.types.is_floating(typ) or pa.types.is_integer(typ) else pa.nulls(m, pa.float64())
+        boolean = values if pa.types.is_boolean(typ) else pa.nulls(m, pa.bool_())
+        text = values.cast(pa.string()) if pa.types.is_string(typ) else pa.nulls(m, pa.string())
+        parts.append(
+            picked.append_column("key", pa.array([name] * m, pa.string()))
+            .append_column("value_number", number)
+            .append_column("value_bool", boolean)
+            .append_column("value_text", text)
+        )
+    if EXTRA_COLUMN in table.column_names and n and table.column(EXTRA_COLUMN).null_count < n:
+        parts.append(_long_extra(table, {(r, k) for p in parts for r, k in _step_keys(p)}))
+    if not parts:
+        return LONG_SCHEMA.empty_table()
+    out = pa.concat_tables([p.cast(LONG_SCHEMA) for p in parts])
+    return out.sort_by([("_step", "ascending"), ("key", "ascending")])
+
+
+def _step_keys(part: pa.Table) -> list[tuple[int, str]]:
+    return list(zip(part.column(STEP_COLUMN).to_pylist(), part.column("key").to_pylist(), strict=True))
+
+
+def _long_extra(table: pa.Table, taken: set[tuple[int, str]]) -> pa.Table:
+    rows: list[dict[str, Any]] = []
+    meta = table.select([*RUN_COLUMNS, STEP_COLUMN]).to_pylist()
+    for base, extra in zip(meta, table.column(EXTRA_COLUMN).to_pylist(), strict=True):
+        if not extra:
+            continue
+        for key, value in _parse_extra(extra).items():
+            if value is None or (base[STEP_COLUMN], key) in taken:
+                continue
+            number, boolean, text = _value_columns(value)
+            rows.append({**base, "key": key, "value_number": number, "value_bool": boolean, "value_text": text})
+    return pa.Table.from_pylist(rows, schema=LONG_SCHEMA)
+
+
+def _parse_extra(text: str) -> dict[str, Any]:
+    consts = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+    obj = json.loads(text, parse_constant=consts.__getitem__)
+    return obj if isinstance(obj, dict) else {}
