@@ -146,7 +146,7 @@ class SqlSink:
     def rollback(self) -> None:
         raise NotImplementedError
 
-    def stage(self, table: pa.Table) -> tuple[str, list[str]]:
+    def stage(self, table: pa.Table, target: str) -> tuple[str, list[str]]:
         """Make `table` readable by SQL; return (source name, its column expressions in order)."""
         raise NotImplementedError
 
@@ -236,7 +236,7 @@ class SqlSink:
                 self.commit()
             except BaseException:
                 self.rollback()
-                self._columns.clear()
+                self.invalidate()
                 raise
             if reset:
                 self._after_commit(reset)
@@ -265,7 +265,7 @@ class SqlSink:
                 self.commit()
             except BaseException:
                 self.rollback()
-                self._columns.clear()  # DDL of the rolled-back transaction is gone too
+                self.invalidate()  # DDL of the rolled-back transaction is gone too
                 raise
             crash_point("after-commit")
             self._after_commit([state])
@@ -282,6 +282,10 @@ class SqlSink:
             return table.num_rows
         return self._write_wide(self.name(HISTORY_TABLE), table, [*RUN_COLUMNS, STEP_COLUMN])
 
+    def invalidate(self) -> None:
+        """Forget cached table shapes (after a rollback)."""
+        self._columns.clear()
+
     def _existing(self, table: str) -> dict[str, pa.DataType]:
         if table not in self._columns:
             self._columns[table] = self.table_columns(table)
@@ -289,8 +293,10 @@ class SqlSink:
 
     def _write_wide(self, target: str, table: pa.Table, key: list[str]) -> int:
         existing = self._existing(target)
-        table = conform(table, existing)
         mapping, overflow = self.map_columns(target, [n for n in table.column_names if n not in key])
+        by_key = {k: existing[c] for k, c in mapping.items() if c in existing}
+        table = conform(table, by_key)
+        overflow = [n for n in overflow if n in table.column_names]
         if overflow:
             spill = table.select([*RUN_COLUMNS, STEP_COLUMN, *overflow])
             table = table.drop_columns(overflow)
@@ -308,7 +314,7 @@ class SqlSink:
         return table.num_rows
 
     def _merge(self, target: str, table: pa.Table, key: list[str]) -> None:
-        source, source_columns = self.stage(table)
+        source, source_columns = self.stage(table, target)
         try:
             columns = [quote(c) for c in table.column_names]
             updates = [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in table.column_names if c not in key]

@@ -82,7 +82,7 @@ class DuckDBSink(SqlSink):
         except Exception:  # no transaction open
             pass
 
-    def stage(self, table: pa.Table) -> tuple[str, list[str]]:
+    def stage(self, table: pa.Table, target: str) -> tuple[str, list[str]]:
         name = f"_wandb_chunk_{next(self._names)}"
         self.con.register(name, table)
         return quote(name), [quote(c) for c in table.column_names]
