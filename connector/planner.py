@@ -1,7 +1,8 @@
 """Plan the step windows of a scan.
 
-Dense runs get fixed windows of `page_size` steps, as the official client pages. A run whose rows are
-much fewer than its step span (it starts at a high step, or has big gaps) is probed first: one request
+Dense runs get fixed windows of `page_size` steps, as the official client pages. A run whose step
+span exceeds its row count by two pages or more (it starts at a high step, or has gaps) is probed
+first: one request
 for its `_step` column (all steps, or an even sample) places windows where the rows are, so a gap of a
 million steps costs no flood of empty pages.
 
@@ -44,7 +45,8 @@ def plan_windows(
     if stop <= start:
         return []
     span = stop - start
-    sparse = line_count is not None and probe is not None and line_count * 2 < span
+    # The probe costs one request; it pays as soon as it saves two or more empty pages.
+    sparse = line_count is not None and probe is not None and span - line_count >= 2 * page_size
     if not sparse:
         return [Window(lo, min(lo + page_size, stop)) for lo in range(start, stop, page_size)]
     assert probe is not None and line_count is not None

@@ -25,7 +25,7 @@ def is_local_path(path: Any) -> bool:
     if not isinstance(path, str | os.PathLike):
         return False
     text = os.fspath(path)
-    if "://" in text:
+    if "://" in text or not text.strip():
         return False
     return text.endswith(".wandb") or Path(text).exists()
 

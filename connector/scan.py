@@ -155,9 +155,13 @@ class HistoryScan:
         """The Arrow schema of every batch of this scan."""
         return self.plan.schema
 
-    def windows(self) -> list[Window]:
-        """The step windows this scan fetches, in order."""
-        hk = self.history_keys
+    def windows(self, *, refresh: bool = True) -> list[Window]:
+        """The step windows this scan fetches, in order.
+
+        The schema is fixed for the life of the scan object, but each iteration reads the run's
+        last step afresh (as the SDK does), so a re-iterated scan of a live run sees new steps.
+        """
+        hk = (self.source.history_keys() or {}) if refresh else self.history_keys
         last = hk.get("lastStep")
         last = last if isinstance(last, int) else -1
         stop = last + 1 if self.max_step is None else min(self.max_step, last + 1)
@@ -195,8 +199,9 @@ class HistoryScan:
 
     def pages(self) -> Iterator[Page]:
         """Fetch the windows, several in flight, and yield their pages in step order."""
+        planned_before = "plan" in self._state
         _ = self.plan  # resolve keys and schema before any page is fetched
-        windows = self.windows()
+        windows = self.windows(refresh=planned_before)
         self.stats.pages = self.stats.rows = self.stats.bytes = self.stats.splits = 0
         if self.concurrency == 1 or len(windows) <= 1:
             for window in windows:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -166,10 +167,8 @@ class Transport:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, self.retry.max_retry_after)
-        backoff = tenacity.wait_exponential_jitter(
-            initial=self.retry.initial_wait, max=self.retry.max_wait
-        )
-        return backoff(state)
+        base = self.retry.initial_wait * 2 ** (state.attempt_number - 1)
+        return min(self.retry.max_wait, base) * (1 + 0.25 * random.random())
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         with self._stats_lock:
