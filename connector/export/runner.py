@@ -56,7 +56,7 @@ from .progress import Progress
 from .sinks.base import Interrupted, Sink, now_iso
 from .sinks.dest import Destination, parse_destination, scrub
 from .sources import Listing, Missing, iter_runs
-from .tables import TIMESTAMP_COLUMN, strict_json_value, with_run_columns
+from .tables import TIMESTAMP_COLUMN, mark_json_columns, strict_json_value, with_run_columns
 
 if TYPE_CHECKING:
     from ..api import Api, Run
@@ -347,7 +347,9 @@ class Exporter:
                 concurrency=o.concurrency,
                 _state={"history_keys": history_keys},
             )
-            table = with_run_columns(scan.to_arrow(), run.entity, run.project, run.id)
+            json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
+            table = mark_json_columns(scan.to_arrow(), json_columns)
+            table = with_run_columns(table, run.entity, run.project, run.id)
             state = StreamState(
                 key,
                 watermark=window.hi - 1,

@@ -21,7 +21,7 @@ later value of another type moves to ``_extra`` for its row (merged into that ro
 >>> import pyarrow as pa
 >>> t = pa.table({"_step": [0, 1], "loss": ["a", None], "_extra": [None, None]})
 >>> conform(t, {"loss": pa.float64()}).to_pylist()
-[{'_step': 0, '_extra': '{"loss":"a"}'}, {'_step': 1, '_extra': None}]
+[{'_step': 0, 'loss': None, '_extra': '{"loss":"a"}'}, {'_step': 1, 'loss': None, '_extra': None}]
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow import EXTRA_COLUMN, STEP_COLUMN, dumps_json
+from ..arrow import BOOL, EXTRA_COLUMN, FLOAT, INT, JSON, STEP_COLUMN, STRING, _fits, dumps_json
 
 RUN_COLUMNS = ("entity", "project", "run_id")
 TIMESTAMP_COLUMN = "_timestamp"
 HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE, RUNS_TABLE = "history", "history_long", "system_metrics", "runs"
 STATE_TABLE, COLUMN_MAP_TABLE = "_wandb_export_state", "_wandb_column_map"
+
+_KIND_OF = {"double": FLOAT, "bool": BOOL, "string": STRING, "int64": INT}
 
 LONG_SCHEMA = pa.schema(
     [
@@ -85,8 +87,28 @@ def _merge_extra(table: pa.Table, misfits: dict[str, list[Any]]) -> pa.Table:
     return table.append_column(EXTRA_COLUMN, column)
 
 
+JSON_KIND = {b"wandb.kind": b"json"}
+
+
+def mark_json_columns(table: pa.Table, json_columns: set[str]) -> pa.Table:
+    """Tag the string columns that hold JSON text (media, lists, mixed-type keys) in field metadata,
+    so `conform` can decode them before moving a value to another column's type."""
+    if not json_columns:
+        return table
+    fields = [f.with_metadata(JSON_KIND) if f.name in json_columns else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def _decode(value: Any) -> Any:
+    try:
+        return _parse_json(value)
+    except ValueError:
+        return value
+
+
 def conform(table: pa.Table, existing: Mapping[str, pa.DataType]) -> pa.Table:
-    """Keep each column's first type: a column whose type differs from `existing` moves to ``_extra``.
+    """Keep each column's first type: values of a column whose type differs from `existing` are
+    converted when they fit that type (``1`` into a float column), else moved to ``_extra``.
 
     Columns not in `existing` are kept as they are (the sink adds them).
     """
@@ -95,13 +117,23 @@ def conform(table: pa.Table, existing: Mapping[str, pa.DataType]) -> pa.Table:
         want = existing.get(name)
         if want is None or name == EXTRA_COLUMN:
             continue
-        have = table.schema.field(name).type
-        if have == want:
+        field = table.schema.field(name)
+        if field.type == want:
             continue
-        misfits[name] = table.column(name).to_pylist()
+        values = table.column(name).to_pylist()
+        if field.metadata == JSON_KIND:
+            values = [None if v is None else _decode(v) for v in values]
+        kind = _KIND_OF.get(str(want), JSON)
+        kept, moved = [], []
+        for value in values:
+            ok, converted = _fits(kind, value)
+            kept.append(converted if ok else None)
+            moved.append(None if ok else value)
+        table = table.set_column(table.column_names.index(name), pa.field(name, want), pa.array(kept, want))
+        if any(v is not None for v in moved):
+            misfits[name] = moved
     if not misfits:
         return table
-    table = table.drop_columns(list(misfits))
     return _merge_extra(table, misfits)
 
 
@@ -187,7 +219,11 @@ def _long_extra(table: pa.Table, taken: set[tuple[int, str]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LONG_SCHEMA)
 
 
-def _parse_extra(text: str) -> dict[str, Any]:
+def _parse_json(text: str) -> Any:
     consts = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-    obj = json.loads(text, parse_constant=consts.__getitem__)
+    return json.loads(text, parse_constant=consts.__getitem__)
+
+
+def _parse_extra(text: str) -> dict[str, Any]:
+    obj = _parse_json(text)
     return obj if isinstance(obj, dict) else {}

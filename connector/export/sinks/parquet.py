@@ -220,6 +220,7 @@ class ParquetSink:
                 types = self._types(name)
                 data = conform(table, types).drop_columns(list(RUN_COLUMNS))
                 new_types = {f.name: str(f.type) for f in data.schema if f.name not in types}
+        data = _plain(data)
         start = int(lo) // state.chunk_steps * state.chunk_steps
         if int(lo) > start and path.exists():
             old = pq.read_table(path)
@@ -278,7 +279,7 @@ class ParquetSink:
         ts = table.column("_timestamp").to_pylist()
         with self._lock:
             types = self._types(EVENTS_TABLE)
-            data = conform(table, types).drop_columns(list(RUN_COLUMNS))
+            data = _plain(conform(table, types).drop_columns(list(RUN_COLUMNS)))
             new_types = {f.name: str(f.type) for f in data.schema if f.name not in types}
         path = folder / f"part-ts-{int(min(ts) * 1000):015d}-{int(max(ts) * 1000):015d}.parquet"
         self._replace(path, data, stop)
@@ -323,6 +324,11 @@ class ParquetSink:
 
     def close(self) -> None:
         pass
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """`table` without field metadata (the JSON tags are for conversion only)."""
+    return table.cast(pa.schema([pa.field(f.name, f.type, f.nullable) for f in table.schema]))
 
 
 def _type_from_str(text: str) -> pa.DataType:
