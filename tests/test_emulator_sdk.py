@@ -13,9 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
-
-pytest.importorskip("wandb")
+import wandb  # noqa: F401  (a test dependency: its absence must fail, not skip)
 
 SCRIPT = r"""
 import json, sys
