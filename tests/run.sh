@@ -16,5 +16,7 @@ source tests/postgres.sh
 start_postgres
 trap stop_postgres EXIT
 
-"$VENV/bin/python" -m ruff check connector tests benchmarks
+lint=(connector tests)
+[ -d benchmarks ] && lint+=(benchmarks)
+"$VENV/bin/python" -m ruff check "${lint[@]}"
 "$VENV/bin/python" -m pytest "$@"
