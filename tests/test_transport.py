@@ -163,3 +163,15 @@ def test_retry_after_http_date() -> None:
     from email.utils import formatdate
 
     assert 8 <= _retry_after_seconds(formatdate(time.time() + 10, usegmt=True)) <= 10
+
+
+def test_slow_answers_time_out_and_are_retried(make_emulator: Any) -> None:
+    emu = make_emulator("f/p:runs=1,steps=300,keys=3,seed=5")
+    path = emu.paths()[0]
+    api = _api(emu, timeout=0.2)
+    run = api.run(path)
+    emu.set_faults(FaultSpec(rate=0.5, kinds=("slow",), seed=4, slow_seconds=1.0))
+    rows = list(run.scan_history(page_size=50))
+    emu.set_faults(None)
+    assert_same_rows(rows, _truth(emu, path))
+    assert api.transport.stats["retries"] > 0  # only slow answers were injected: timeouts retried
