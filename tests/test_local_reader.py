@@ -276,6 +276,16 @@ def test_corrupted_byte_raises_with_offset(sdk_runs, tmp_path: Path) -> None:
     assert diff_rows(ours, [full[r["_step"]] for r in ours]) == []
 
 
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_small_read_windows(sdk_runs, monkeypatch: pytest.MonkeyPatch, blocks: int) -> None:
+    """Records and chunk sequences that straddle the reader's I/O windows."""
+    from connector.local import framing
+
+    produced, oracle = sdk_runs["killed"]
+    monkeypatch.setattr(framing, "WINDOW", blocks * BLOCK)
+    assert diff_rows(rows_of(read_run(produced.file)), oracle["rows"]) == []
+
+
 def test_broken_chunk_sequence(tmp_path: Path) -> None:
     rec = bytes.fromhex("0801") + b"\x12\x00"  # Record{num: 1, history: {}}
     data = bytearray(HEADER + encode_chunk(FULL, rec) + encode_chunk(LAST, rec) + encode_chunk(FULL, rec))

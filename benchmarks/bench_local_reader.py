@@ -1,0 +1,274 @@
+"""Benchmark: our `.wandb` reader vs decoding the same file with the SDK's own protobuf classes.
+
+    python benchmarks/bench_local_reader.py [--steps 300000] [--repeat 3]
+
+1. Writes (once; cached under ``benchmarks/.work/local_reader/``) an offline run of `--steps`
+   steps x 20 metrics (+ ``_step``, ``_runtime``, ``_timestamp`` = 23 keys) with the official SDK.
+2. Measures, each in a fresh child process, `--repeat` times:
+
+   * **ours**: `connector.local.read_run(file)` (history rows + config + summary + events +
+     state), then the rows flattened with `connector.values.flatten_row` into a pyarrow Table
+     (`Table.from_pylist`, 50k-row slices);
+   * **sdk-protobuf**: the same file's record payloads from our framing code
+     (`connector.local.framing.iter_file_payloads`), each parsed by
+     `wandb.proto.wandb_internal_pb2.Record().ParseFromString` (upb, C), history rows rebuilt
+     from ``item.nested_key`` paths and ``json.loads(item.value_json)`` (rows only: no summary,
+     config or events), then the same flatten + Arrow step.
+
+   Reported: rows/s to Python rows and to Arrow (end to end), the ratio ours / SDK, and peak
+   RSS of the child. Results go to ``benchmarks/results/local_reader.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ROOT,
+    child_env,
+    machine_info,
+    machine_markdown,
+    median,
+    peak_rss_report,
+    run_child,
+    sdk_env,
+    spread,
+)
+
+WORK = ROOT / "benchmarks" / ".work" / "local_reader"
+RESULTS = ROOT / "benchmarks" / "results" / "local_reader.md"
+ARROW_SLICE = 50_000
+
+METRICS = (
+    "loss acc lr grad_norm val_loss val_acc epoch tokens_seen perplexity top5_acc weight_norm "
+    "loss_scale throughput batch_time data_time gpu_mem_gb f1 precision recall entropy"
+).split()
+
+GENERATOR = r"""
+import math, random, sys, time
+import wandb
+
+steps, outdir = int(sys.argv[1]), sys.argv[2]
+names = sys.argv[3].split(",")
+rng = random.Random(42)
+run = wandb.init(mode="offline", dir=outdir, project="bench", config={"lr": 3e-4, "layers": 12})
+t0 = time.time()
+for i in range(steps):
+    row = {n: rng.random() * (i + 1) for n in names}
+    row["epoch"] = i // 1000
+    row["tokens_seen"] = i * 4096
+    if i % 997 == 0:
+        row["loss"] = float("nan")
+    run.log(row)
+run.finish()
+print(f"wrote {steps} steps in {time.time() - t0:.1f} s", file=sys.stderr)
+"""
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def to_arrow(rows: list[dict[str, Any]]) -> Any:
+    """Flatten rows (`connector.values.flatten_row`) into one pyarrow Table, in slices."""
+    import pyarrow as pa
+
+    from connector.values import flatten_row
+
+    tables = []
+    for i in range(0, len(rows), ARROW_SLICE):
+        flat = [flatten_row(r)[0] for r in rows[i : i + ARROW_SLICE]]
+        tables.append(pa.Table.from_pylist(flat))
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def worker_ours(file: str) -> dict[str, Any]:
+    from connector.local import read_run
+
+    t0 = time.perf_counter()
+    run = read_run(file)
+    rows = [run.row(i) for i in range(len(run.steps()))]
+    t1 = time.perf_counter()
+    table = to_arrow(rows)
+    t2 = time.perf_counter()
+    return report(rows, table, t1 - t0, t2 - t0)
+
+
+def worker_sdk(file: str) -> dict[str, Any]:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    from connector.local.framing import iter_file_payloads
+
+    def put(row: dict[str, Any], path: list[str], value: Any) -> None:
+        node = row
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        old = node.get(path[-1])
+        if isinstance(value, dict) and isinstance(old, dict):
+            for k, v in value.items():
+                put(old, [k], v)
+        else:
+            node[path[-1]] = value
+
+    t0 = time.perf_counter()
+    by_step: dict[int, dict[str, Any]] = {}
+    record = pb.Record()
+    loads = json.loads
+    for _, payload in iter_file_payloads(file):
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict[str, Any] = {}
+        for item in record.history.item:
+            put(row, list(item.nested_key) or [item.key], loads(item.value_json))
+        step = row.setdefault("_step", record.history.step.num)
+        by_step[step] = row
+    rows = [by_step[s] for s in sorted(by_step)]
+    t1 = time.perf_counter()
+    table = to_arrow(rows)
+    t2 = time.perf_counter()
+    return report(rows, table, t1 - t0, t2 - t0)
+
+
+def report(rows: list[dict[str, Any]], table: Any, rows_s: float, arrow_s: float) -> dict[str, Any]:
+    return {
+        "rows": len(rows),
+        "columns": table.num_columns,
+        "step_sum": sum(r["_step"] for r in rows),
+        "rows_seconds": rows_s,
+        "arrow_seconds": arrow_s,
+        "peak": peak_rss_report(),
+    }
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def ensure_file(steps: int) -> Path:
+    """The cached SDK-written `.wandb` file of `steps` steps (written on first use)."""
+    folder = WORK / f"steps-{steps}"
+    found = sorted(p for p in folder.glob("wandb/offline-run-*/run-*.wandb"))
+    if found and (folder / "complete").exists():
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"writing a {steps:,}-step run with the official SDK into {folder} ...", flush=True)
+    t0 = time.perf_counter()
+    result = run_child(
+        [sys.executable, "-c", GENERATOR, str(steps), str(folder), ",".join(METRICS)],
+        env=sdk_env(WORK / "sdk-home", {"WANDB_MODE": "offline"}),
+        timeout=3600,
+    ).check()
+    print(result.stderr.strip() or f"done in {time.perf_counter() - t0:.0f} s", flush=True)
+    (folder / "complete").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))[0]
+
+
+def measure(kind: str, file: Path, repeat: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(repeat):
+        res = run_child(
+            [sys.executable, __file__, "--worker", kind, str(file)], env=child_env(), timeout=3600
+        ).check()
+        data = res.json()
+        data["maxrss_kb"] = res.maxrss_kb
+        out.append(data)
+        print(
+            f"  {kind:13s} run {i + 1}: {data['rows']:,} rows, {data['rows'] / data['rows_seconds']:,.0f} rows/s"
+            f" (rows), {data['rows'] / data['arrow_seconds']:,.0f} rows/s (Arrow), "
+            f"peak RSS {res.maxrss_kb / 1024:,.0f} MB",
+            flush=True,
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--worker", choices=("ours", "sdk"), help=argparse.SUPPRESS)
+    parser.add_argument("file", nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print, do not write the results file"
+    )
+    args = parser.parse_args()
+    if args.worker:
+        fn = worker_ours if args.worker == "ours" else worker_sdk
+        print(json.dumps(fn(args.file)))
+        return
+
+    file = ensure_file(args.steps)
+    size = file.stat().st_size
+    print(f"file: {file} ({size / 2**20:,.0f} MiB)", flush=True)
+    info = machine_info()
+    ours = measure("ours", file, args.repeat)
+    sdk = measure("sdk", file, args.repeat)
+    if (ours[0]["rows"], ours[0]["step_sum"]) != (sdk[0]["rows"], sdk[0]["step_sum"]):
+        raise SystemExit(f"row mismatch: ours {ours[0]['rows']} vs SDK {sdk[0]['rows']}")
+
+    def rates(results: list[dict[str, Any]], key: str) -> list[float]:
+        return [r["rows"] / r[key] for r in results]
+
+    table = [
+        "| reader | rows/s to Python rows | rows/s to Arrow (end to end) | peak RSS (MB) |",
+        "|---|---|---|---|",
+    ]
+    for name, res in (
+        ("ours (`connector.local.read_run`)", ours),
+        ("SDK protobuf (upb) + json.loads", sdk),
+    ):
+        table.append(
+            f"| {name} | {spread(rates(res, 'rows_seconds'))} | {spread(rates(res, 'arrow_seconds'))} | "
+            f"{spread([r['maxrss_kb'] / 1024 for r in res])} |"
+        )
+    ratio_rows = median(rates(ours, "rows_seconds")) / median(rates(sdk, "rows_seconds"))
+    ratio_arrow = median(rates(ours, "arrow_seconds")) / median(rates(sdk, "arrow_seconds"))
+    table.append(f"| **ratio ours / SDK** | **{ratio_rows:.2f}x** | **{ratio_arrow:.2f}x** | |")
+    command = f"python benchmarks/bench_local_reader.py --steps {args.steps} --repeat {args.repeat}"
+    text = "\n".join(
+        [
+            "# `.wandb` reader: ours vs the SDK's protobuf classes",
+            "",
+            f"Command: `{command}` (run {time.strftime('%Y-%m-%d %H:%M')}).",
+            "",
+            "Machine:",
+            "",
+            machine_markdown(info),
+            "",
+            f"File: one offline run written by wandb {info['packages'].get('wandb', '?')}, "
+            f"{ours[0]['rows']:,} steps x {ours[0]['columns']} columns "
+            f"(20 metrics + `_step`, `_runtime`, `_timestamp`), {size / 2**20:,.0f} MiB.",
+            "",
+            "Each figure: median [min..max] of the runs, each in a fresh child process "
+            "(peak RSS = the child's `ru_maxrss`).",
+            "",
+            *table,
+            "",
+            "- *ours*: framing + CRC, own protobuf wire decoder, rows + config + summary + "
+            "system events + state (`read_run`); *SDK*: our framing, `Record.ParseFromString` "
+            "(C upb), rows only, `json.loads` per item.",
+            "- *to Arrow*: rows flattened with `connector.values.flatten_row`, then "
+            f"`pyarrow.Table.from_pylist` in {ARROW_SLICE:,}-row slices (the same code for both).",
+            "",
+        ]
+    )
+    print()
+    print("\n".join(table))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text)
+        print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    if "--worker" not in sys.argv:
+        os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
