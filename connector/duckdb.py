@@ -79,7 +79,6 @@ if TYPE_CHECKING:
 
 HISTORY_VIEW = "__wandb_history_long"
 RUNS_VIEW = "__wandb_runs"
-MACROS = ("wandb_history", "wandb_runs")
 STEP_KEY = "_step"
 
 LONG_SCHEMA = pl.Schema(
@@ -379,8 +378,7 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
 
 def unregister(con: duckdb.DuckDBPyConnection, *names: str) -> None:
     """Drop the macros and backing views of `register`, and the views `names` (if present)."""
-    for macro in MACROS:
-        con.execute(f'DROP MACRO TABLE IF EXISTS "{macro}"')
+    con.execute(sql_text("duckdb_macros_drop"))
     for view in (HISTORY_VIEW, RUNS_VIEW, *names):
         try:
             con.unregister(view)

@@ -2,7 +2,7 @@
 
 The query runs once on an in-memory DuckDB connection (see `connector.duckdb` for the SQL surface);
 the result is printed as a table (DuckDB's box rendering, long results elided in the middle) or
-written as CSV, JSON (one object per line) or Parquet, to ``--output FILE`` or stdout (Parquet needs
+written as CSV, JSON (one object per line; NaN and ±inf become null) or Parquet, to ``--output FILE`` or stdout (Parquet needs
 ``--output``). The server and key come from the environment (`WANDB_BASE_URL`, `WANDB_API_KEY`,
 ``~/.netrc``), as for every command. The macros and views are dropped and the connection closed
 before the command returns, on success or failure.
@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import ConfigurationError
 
@@ -73,7 +73,7 @@ def run_sql(
         if fmt == "table":
             _write_text(str(result), output, out)
         else:
-            _write_file(con, result, fmt, output, out)
+            _write_file(result, table, fmt, output, out)
         return table.num_rows
     finally:
         unregister(con)
@@ -87,24 +87,30 @@ def _write_text(text: str, output: str | None, out: TextIO) -> None:
         Path(output).write_text(text, encoding="utf-8")
 
 
-def _write_file(con: object, result: object, fmt: str, output: str | None, out: TextIO) -> None:
-    options = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json", "parquet": "FORMAT parquet"}
-    target = output
-    tmpdir = None
-    if target is None:
-        tmpdir = tempfile.mkdtemp(prefix="wandb-history-sql-")
-        target = os.path.join(tmpdir, f"result.{fmt}")
+def _write_file(result: Any, table: Any, fmt: str, output: str | None, out: TextIO) -> None:
+    if fmt == "json":  # one object per line; NaN and ±inf become null (JSON has no such numbers)
+        import polars as pl
+
+        frame = pl.from_arrow(table)
+        if output is None:
+            out.write(frame.write_ndjson())  # type: ignore[union-attr]
+        else:
+            frame.write_ndjson(output)  # type: ignore[union-attr]
+        return
+    if fmt == "parquet":
+        result.write_parquet(output)
+        return
+    if output is not None:
+        result.write_csv(output)
+        return
+    tmpdir = tempfile.mkdtemp(prefix="wandb-history-sql-")
     try:
-        result.to_table("__wandb_sql_result")  # type: ignore[attr-defined]
-        literal = "'" + target.replace("'", "''") + "'"
-        con.execute(f"COPY __wandb_sql_result TO {literal} ({options[fmt]})")  # type: ignore[attr-defined]
-        con.execute("DROP TABLE __wandb_sql_result")  # type: ignore[attr-defined]
-        if tmpdir is not None:
-            with open(target, encoding="utf-8") as handle:
-                shutil.copyfileobj(handle, out)
+        target = os.path.join(tmpdir, "result.csv")
+        result.write_csv(target)
+        with open(target, encoding="utf-8") as handle:
+            shutil.copyfileobj(handle, out)
     finally:
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
