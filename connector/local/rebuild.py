@@ -211,16 +211,18 @@ class _Tree:
         """Apply one summary/config record (updates in order, then removes)."""
         keys, raws, npaths, nraws, spans = items
         root = self.root
-        if not npaths:
-            root.update(zip(keys, raws, strict=False))
-        else:
-            if any(p[0] in keys for p in npaths):  # same key set flat and nested: replay in order
-                paths, ordered_raws, _ = rec.decode_items_ordered(buf, start, end)
-                self.set(paths, ordered_raws)
+        if npaths:
+            for path in npaths:
+                if path[0] in keys:  # one key set both flat and nested: replay in item order
+                    paths, ordered_raws, _ = rec.decode_items_ordered(buf, start, end)
+                    self.set(paths, ordered_raws)
+                    break
             else:
                 root.update(zip(keys, raws, strict=False))
                 for path, raw in zip(npaths, nraws, strict=True):
                     _parent(root, path[:-1])[path[-1]] = raw
+        else:
+            root.update(zip(keys, raws, strict=False))
         if spans:
             self.remove(rec.removed_paths(buf, spans))
 

@@ -1,17 +1,17 @@
 """Decode `wandb_internal.Record` payloads by field number (schema facts: reference §5.3).
 
-Hot messages (history, summary, config) decode to plain lists, not objects: a history record
-becomes ``(step_num, paths, values)`` where each path is a `str` (a top-level key) or a
-`tuple[str, ...]` (a `nested_key` of two or more parts) and each value is the item's JSON text
-as `bytes` (typed `HistoryItem` values, 0.31+, are turned into JSON text too). Parsing JSON is
+Hot messages (history, summary, config) decode to plain lists, not objects (`decode_items`):
+``(keys, values, nested_paths, nested_values, field2_spans)``, where a key is the `str` of a
+one-part path, a nested path is a `tuple[str, ...]`, and each value is the item's JSON text as
+`bytes` (typed `HistoryItem` values, 0.31+, are turned into JSON text too). Parsing JSON is
 left to `connector.local.rebuild`, which does it once per row.
 
 Rare messages (run, exit, stats, header, metric) decode to small dataclasses.
 
->>> payload = bytes.fromhex("0805") + b"\\x12\\x0b" + bytes.fromhex("0a051202617882010131") + b"\\x12\\x00"
+>>> payload = bytes.fromhex("0805 120b 0a07 120161 820101 31 1200")  # history: a=1, step {}
 >>> num, field, start, end = split_record(payload)
 >>> num, field, decode_history(payload, start, end)
-(5, 2, (0, (['a'], [b'1'], [], [], [(13, 13)])))
+(5, 2, (0, (['a'], [b'1'], [], [], [(15, 15)])))
 """
 
 from __future__ import annotations
