@@ -571,7 +571,6 @@ def render(bench: Bench, info: dict[str, Any], profile: Measurement, load_end: t
     for label, conn, sdk in pairs:
         add(f"| {label} | **{_ratio(rps(conn), rps(sdk))}** | **{_ratio(tot(conn), tot(sdk))}** | {_cpu_per_row(conn, sdk)} |")  # fmt: skip
     add("")
-    add("")
     add(
         "CPU per row is less sensitive to other load than wall time: it ignores time spent waiting for a core."
     )
