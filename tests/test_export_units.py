@@ -157,3 +157,27 @@ def test_memory_runs_export_without_a_server(tmp_path):
     run.append([{"_step": 30, "a": {"b": 30}}])
     assert export([run], dest, dry_run=True).plan[0]["steps"] == [25, 31]
     assert export([run], dest).rows == 1
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in (
+        "connector.export", "connector.export.checkpoint", "connector.export.plan", "connector.export.tables",
+        "connector.export.limiter", "connector.export.progress", "connector.export.runner", "connector.export.cli",
+        "connector.export.sources", "connector.export.dlt", "connector.export.sinks.dest",
+        "connector.export.sinks.base", "connector.export.sinks.duckdb", "connector.export.sinks.parquet",
+        "connector.export.sinks.postgres",
+    ):  # fmt: skip
+        failures, _ = doctest.testmod(importlib.import_module(name))
+        assert failures == 0, name
+
+
+def test_import_connector_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, connector, connector.export; print(sorted(m for m in ('duckdb', 'polars', 'pandas', 'adbc_driver_postgresql') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
