@@ -80,7 +80,6 @@ class ApiSource:
         return Page(
             rows,
             complete=len(rows) < samples or samples >= window.width,
-            may_have_bools=b"true" in raw or b"false" in raw,
             nbytes=len(raw),
         )
 

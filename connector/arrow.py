@@ -141,11 +141,8 @@ class SchemaPlan:
     def empty_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=self.schema)
 
-    def to_batch(
-        self, rows: Sequence[Mapping[str, Any]], *, may_have_bools: bool = True
-    ) -> pa.RecordBatch:
+    def to_batch(self, rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
         """Convert SDK-shaped rows (nested or flat) into one batch of this plan's schema."""
-        del may_have_bools  # TODO(cleanup): the type sets below made this hint unnecessary
         extra: dict[int, dict[str, Any]] = {}
         gathered: dict[str, list[Any]] = {}
         types: dict[str, set[type]] = {}

@@ -144,7 +144,7 @@ class RunReader:
             try:
                 for page in pages:
                     if page.rows:
-                        batch = sub.to_batch(page.rows, may_have_bools=page.may_have_bools)
+                        batch = sub.to_batch(page.rows)
                         yield pl.from_arrow(batch)  # type: ignore[misc]
             finally:
                 pages.close()

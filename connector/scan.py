@@ -192,7 +192,6 @@ class HistoryScan:
         return Page(
             left.rows + right.rows,
             complete=True,
-            may_have_bools=left.may_have_bools or right.may_have_bools,
             nbytes=left.nbytes + right.nbytes,
             shared=left.shared or right.shared,
         )
@@ -255,7 +254,7 @@ class HistoryScan:
         plan = self.plan
         for page in self.pages():
             if page.rows:
-                yield plan.to_batch(page.rows, may_have_bools=page.may_have_bools)
+                yield plan.to_batch(page.rows)
 
     def to_arrow_batch_reader(self) -> pa.RecordBatchReader:
         """A `pa.RecordBatchReader` over `to_batches()` (single use)."""

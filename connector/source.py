@@ -41,14 +41,12 @@ class Page:
 
     `complete` is False when the server may have downsampled the window (it returned exactly as many
     rows as it was allowed to); the scan then splits the window and fetches the halves.
-    `may_have_bools` is False when the raw text held no JSON boolean (lets Arrow skip a check).
     `shared` is True when the row objects belong to the source: a caller handing rows to users
     copies them first.
     """
 
     rows: list[dict[str, Any]]
     complete: bool = True
-    may_have_bools: bool = True
     nbytes: int = 0
     shared: bool = False
 
