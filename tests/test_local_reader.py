@@ -213,6 +213,28 @@ def test_killed_run_reads_what_was_written(sdk_runs) -> None:
     assert diff_rows(ours, logged, drop=TIMES) == []
 
 
+@pytest.mark.parametrize("name", ["types", "histogram", "config_summary", "killed"])
+def test_fast_item_path_equals_general_decoder(sdk_runs, name: str) -> None:
+    """The head-cache fast path of `decode_items` agrees with the plain field-by-field decoder."""
+    from connector.local import records
+    from connector.local.framing import iter_file_payloads
+
+    checked = 0
+    for _, payload in iter_file_payloads(sdk_runs[name][0].file):
+        _, kind, start, end = records.split_record(payload)
+        if kind not in (records.HISTORY, records.SUMMARY, records.CONFIG):
+            continue
+        keys, values, npaths, nvalues, spans = records.decode_items(payload, start, end)
+        paths, ordered_values, ordered_spans = records.decode_items_ordered(payload, start, end)
+        flat = [(p, v) for p, v in zip(paths, ordered_values, strict=True) if type(p) is str]
+        nested = [(p, v) for p, v in zip(paths, ordered_values, strict=True) if type(p) is tuple]
+        assert list(zip(keys, values, strict=True)) == flat
+        assert list(zip(npaths, nvalues, strict=True)) == nested
+        assert spans == ordered_spans
+        checked += 1
+    assert checked > 10
+
+
 # ----------------------------------------------------------------------------- discovery
 
 
