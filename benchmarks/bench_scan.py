@@ -24,6 +24,8 @@ Method (the one of ``shared/reference/performance-anchors.md``):
   alive*. Cases:
 
   - connector ``scan_history().to_batches()``, streamed (batches counted and dropped);
+  - the same with ``import pandas`` made to fail (pyarrow's ``pa.array`` imports pandas whenever it
+    is installed, ~50 MB that a user without pandas does not pay);
   - connector ``scan_history().to_arrow()`` (all rows kept as one Arrow table);
   - SDK ``list(run.scan_history())`` (all rows kept as dicts);
   - SDK ``for row in run.scan_history(): n += 1`` (streamed);
@@ -83,9 +85,10 @@ SPEC = "bench/{project}:runs=1,steps={steps},keys=20,seed=1"
 KEY_ENV = "BENCH_API_KEY"
 WARM_STEPS = 1000  # every child first scans one page, untimed
 ANCHOR_SDK_LIST_100K = 18_750  # rows/s, performance-anchors.md (idle machine, all-float rows)
-MODES = ("conn-stream", "conn-arrow", "sdk-list", "sdk-stream", "conn-profile")
+MODES = ("conn-stream", "conn-stream-nopd", "conn-arrow", "sdk-list", "sdk-stream", "conn-profile")
 LABELS = {
     "conn-stream": "connector `to_batches()` streamed",
+    "conn-stream-nopd": "connector `to_batches()` streamed, pandas not importable",
     "conn-arrow": "connector `to_arrow()` (all rows kept)",
     "sdk-list": "SDK `list(scan_history())` (all rows kept)",
     "sdk-stream": "SDK `for row in scan_history()` streamed",
@@ -105,6 +108,8 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--concurrency", type=int, default=0)
     a = p.parse_args(argv)
     key = os.environ[KEY_ENV]
+    if a.mode == "conn-stream-nopd":
+        sys.meta_path.insert(0, _NoPandas())
     if a.mode.startswith("sdk"):
         out = _child_sdk(a.mode, a.url, key, a.path)
     else:
@@ -113,6 +118,19 @@ def _child(argv: list[str]) -> int:
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0 if out["ok"] else 3
+
+
+class _NoPandas:
+    """Import hook: `import pandas` fails, as where pandas is not installed.
+
+    ``pa.array(list)`` imports pandas whenever it is installed (pyarrow's pandas shim), which costs
+    a connector process ~50 MB and ~0.3 s even though it never uses pandas.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by bench_scan)")
+        return None
 
 
 def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int) -> dict[str, Any]:
@@ -192,6 +210,7 @@ def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int)
         "first_scan_s": t4 - t3,
         "rss_before_kb": rss_before,
         "core_rss_before_kb": None,
+        "pandas_loaded": "pandas" in sys.modules,
         "py_cpu_s": cpu,
         "core_cpu_s": 0.0,
         "pages": scan.stats.pages,
@@ -408,6 +427,7 @@ def build_cases(args: argparse.Namespace, paths: dict[str, str], default_c: int)
         Case(f"{tag}/conn-arrow", "conn-arrow", "full", n, paths["p"], args.reps),
         Case(f"{tag}/sdk-list", "sdk-list", "full", n, paths["p"], args.reps),
         Case(f"{tag}/sdk-stream", "sdk-stream", "full", n, paths["p"], args.reps),
+        Case(f"{tag}/conn-stream-nopd", "conn-stream-nopd", "full", n, paths["p"], args.reps),
     ]
     for c in args.concurrencies:
         if c != default_c:
@@ -521,7 +541,8 @@ def render(bench: Bench, info: dict[str, Any], profile: Measurement, load_end: t
     for key, label in ((f"{tag}/conn-stream/c{c}", LABELS["conn-stream"] + f" (concurrency {c}, default)"),
                        (f"{tag}/conn-arrow", LABELS["conn-arrow"]),
                        (f"{tag}/sdk-list", LABELS["sdk-list"]),
-                       (f"{tag}/sdk-stream", LABELS["sdk-stream"])):  # fmt: skip
+                       (f"{tag}/sdk-stream", LABELS["sdk-stream"]),
+                       (f"{tag}/conn-stream-nopd", LABELS["conn-stream-nopd"] + f" (concurrency {c})")):  # fmt: skip
         if k(key):
             add(_case_row(k(key), label))
     add("")
@@ -561,6 +582,11 @@ def render(bench: Bench, info: dict[str, Any], profile: Measurement, load_end: t
         (f"{tag}, streamed: connector `to_batches()` ÷ SDK streamed", conn_stream, sdk_stream),
         (f"{tag}, all rows kept: connector `to_arrow()` ÷ SDK `list()`", conn_arrow, sdk_list),
         (f"{tag}: connector streamed ÷ SDK `list()`", conn_stream, sdk_list),
+        (
+            f"{tag}, streamed, pandas not importable: connector ÷ SDK streamed",
+            k(f"{tag}/conn-stream-nopd"),
+            sdk_stream,
+        ),
         (f"{big}: connector `to_arrow()` ÷ SDK `list()`", big_arrow, big_sdk),
         (f"{big}: connector streamed ÷ SDK `list()`", big_stream, big_sdk),
     ]
