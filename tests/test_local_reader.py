@@ -40,8 +40,8 @@ from connector.local import (  # noqa: E402
     DamagedRecordWarning,
     LocalRun,
     find_run_files,
+    load_run,
     load_runs,
-    open_local,
     read_run,
 )
 from connector.local.framing import BLOCK, FIRST, FULL, HEADER, LAST, MIDDLE, encode_chunk  # noqa: E402
@@ -259,14 +259,14 @@ def test_find_run_files_shapes(sdk_runs, tmp_path: Path) -> None:
     assert find_run_files(wandb_dir) == [produced.file]  # latest-run is not a duplicate
     assert find_run_files(produced.run_dir) == [produced.file]
     assert find_run_files(produced.file) == [produced.file]
-    assert open_local(wandb_dir / "latest-run").meta.run_id == produced.expected["run_id"]
+    assert load_run(wandb_dir / "latest-run").meta.run_id == produced.expected["run_id"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         find_run_files(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(LocalFileError, match="empty"):
         find_run_files(tmp_path / "empty")
     with pytest.raises(LocalFileError, match="holds"):
-        open_local(wandb_dir.parents[1])
+        load_run(wandb_dir.parents[1])
 
 
 # ----------------------------------------------------------------------------- damage

@@ -48,7 +48,7 @@ __all__ = [
     "LocalRun",
     "find_run_files",
     "load_runs",
-    "open_local",
+    "load_run",
     "read_run",
 ]
 
@@ -112,7 +112,7 @@ def load_runs(
     return runs
 
 
-def open_local(
+def load_run(
     path: str | os.PathLike[str],
     *,
     entity: str | None = None,
@@ -124,7 +124,7 @@ def open_local(
 
     Raises `LocalFileError` when `path` holds more than one run (use `load_runs` for folders).
 
-    >>> open_local("wandb/latest-run").meta.run_id  # doctest: +SKIP
+    >>> load_run("wandb/latest-run").meta.run_id  # doctest: +SKIP
     'abc123'
     """
     runs = load_runs(
