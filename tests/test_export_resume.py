@@ -88,7 +88,7 @@ def test_kill_9_at_seeded_points_then_resume_is_identical(kind, demo, tmp_path):
 def test_ctrl_c_rolls_back_exits_non_zero_and_resumes(kind, demo, tmp_path):
     reference = _reference(kind, demo, tmp_path)
     dest = make_dest(kind, tmp_path, "sigint")
-    demo.latency = 0.05
+    demo.latency = 0.15  # the export takes > 5 s: the SIGINT at 3 s lands mid-way
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "export", *ARGS, "--to", dest],
         cwd=ROOT, env=cli_env(demo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -181,3 +181,23 @@ def test_import_connector_stays_light():
     code = "import sys, connector, connector.export; print(sorted(m for m in ('duckdb', 'polars', 'pandas', 'adbc_driver_postgresql') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_filters_select_runs_over_http(make_emulator, tmp_path):
+    from connector.api import Api
+    from connector.emulator.demo import demo_runs
+    from connector.export import export
+
+    emu = make_emulator(demo_runs())
+    api = Api(api_key=emu.api_key, base_url=emu.base_url)
+    ids = [p.split("/")[2] for p in emu.paths()]
+    plan = export("demo/mnist", str(tmp_path / "f.duckdb"), api=api, dry_run=True, run_states=["running"]).plan
+    assert [p["run"] for p in plan] == [emu.paths()[1]]
+    plan = export("demo/mnist", str(tmp_path / "f.duckdb"), api=api, dry_run=True, run_ids=[ids[0], ids[2]]).plan
+    assert sorted(p["run"] for p in plan) == sorted([emu.paths()[0], emu.paths()[2]])
+    plan = export("demo/mnist", str(tmp_path / "f.duckdb"), api=api, dry_run=True,
+                  filters={"config.architecture": "cnn"}).plan  # fmt: skip
+    assert [p["run"] for p in plan] == [emu.paths()[0]]
+    assert not (tmp_path / "f.duckdb").exists()  # a dry run writes nothing
+    summary = export([emu.paths()[2]], str(tmp_path / "one"), api=api, max_step=100)
+    assert summary.rows == 100
