@@ -7,13 +7,12 @@
 2. Measures, each in a fresh child process, `--repeat` times:
 
    * **ours**: `connector.local.read_run(file)` (history rows + config + summary + events +
-     state), then the rows flattened with `connector.values.flatten_row` into a pyarrow Table
-     (`Table.from_pylist`, 50k-row slices);
+     state), then the rows to Arrow through `Run.scan_history().to_arrow()` (the product path);
    * **sdk-protobuf**: the same file's record payloads from our framing code
      (`connector.local.framing.iter_file_payloads`), each parsed by
      `wandb.proto.wandb_internal_pb2.Record().ParseFromString` (upb, C), history rows rebuilt
      from ``item.nested_key`` paths and ``json.loads(item.value_json)`` (rows only: no summary,
-     config or events), then the same flatten + Arrow step.
+     config or events), then the same Arrow step.
 
    Reported: rows/s to Python rows and to Arrow (end to end), the ratio ours / SDK, and peak
    RSS of the child. Results go to ``benchmarks/results/local_reader.md``.
@@ -45,7 +44,6 @@ from _common import (  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "local_reader"
 RESULTS = ROOT / "benchmarks" / "results" / "local_reader.md"
-ARROW_SLICE = 50_000
 
 METRICS = (
     "loss acc lr grad_norm val_loss val_acc epoch tokens_seen perplexity top5_acc weight_norm "
@@ -77,16 +75,12 @@ print(f"wrote {steps} steps in {time.time() - t0:.1f} s", file=sys.stderr)
 
 
 def to_arrow(rows: list[dict[str, Any]]) -> Any:
-    """Flatten rows (`connector.values.flatten_row`) into one pyarrow Table, in slices."""
-    import pyarrow as pa
+    """Rows into one pyarrow Table through the product's own path (`Run.scan_history().to_arrow()`,
+    the column policy of `connector.arrow`), identical for both readers."""
+    from connector.api import Run
+    from connector.rundata import MemoryRun, RunMeta
 
-    from connector.values import flatten_row
-
-    tables = []
-    for i in range(0, len(rows), ARROW_SLICE):
-        flat = [flatten_row(r)[0] for r in rows[i : i + ARROW_SLICE]]
-        tables.append(pa.Table.from_pylist(flat))
-    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+    return Run.from_run_data(MemoryRun(RunMeta("bench", "p", "r"), rows)).scan_history().to_arrow()
 
 
 def worker_ours(file: str) -> dict[str, Any]:
@@ -269,8 +263,8 @@ def main() -> None:
             "- *ours*: framing + CRC, own protobuf wire decoder, rows + config + summary + "
             "system events + state (`read_run`); *SDK*: our framing, `Record.ParseFromString` "
             "(C upb), rows only, `json.loads` per item.",
-            "- *to Arrow*: rows flattened with `connector.values.flatten_row`, then "
-            f"`pyarrow.Table.from_pylist` in {ARROW_SLICE:,}-row slices (the same code for both).",
+            "- *to Arrow*: `Run.scan_history().to_arrow()` over the decoded rows, the product's "
+            "column policy (`connector.arrow`), the same code for both.",
             "",
         ]
     )
