@@ -235,7 +235,12 @@ def _column(
     return _tolerant(name, kind, values, extra)
 
 
-def _fits(kind: str, value: Any) -> tuple[bool, Any]:
+def fit_value(kind: str, value: Any) -> tuple[bool, Any]:
+    """Whether `value` fits a column of `kind`, and its converted form when it does.
+
+    >>> fit_value("float", 1), fit_value("float", "NaN")[0], fit_value("float", True)
+    ((True, 1.0), True, (False, None))
+    """
     if value is None:
         return True, None
     if kind == FLOAT:
@@ -260,7 +265,7 @@ def _tolerant(name: str, kind: str, values: list[Any], extra: dict[int, dict[str
     """Per-value conversion: values that do not fit the column go to `_extra` for their row."""
     out = []
     for i, value in enumerate(values):
-        ok, converted = _fits(kind, value)
+        ok, converted = fit_value(kind, value)
         if not ok:
             extra.setdefault(i, {})[name] = value
         out.append(converted)

@@ -17,13 +17,15 @@ False
 from __future__ import annotations
 
 import base64
+import copy
 import email.utils
 import logging
 import random
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import requests
@@ -54,6 +56,19 @@ class RetryPolicy:
     initial_wait: float = 1.0
     max_wait: float = 60.0
     max_retry_after: float = 120.0
+
+
+class AttemptGate(Protocol):
+    """Admission control around every HTTP attempt (retries included), e.g. an AIMD limiter.
+
+    Backoff sleeps happen outside the gate.
+    """
+
+    def slot(self) -> AbstractContextManager[Any]: ...
+
+    def on_throttle(self, retry_after: float | None) -> None: ...
+
+    def on_success(self) -> None: ...
 
 
 class _Retryable(Exception):
@@ -110,12 +125,22 @@ class Transport:
             "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode() if api_key else None
         )
         self._pool_size = pool_size
+        self.gate: AttemptGate | None = None
         self._local = threading.local()
         self.stats = {"requests": 0, "retries": 0, "bytes": 0}
         self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Transport(base_url={self.base_url!r}, authenticated={self._auth is not None})"
+
+    def with_gate(self, gate: AttemptGate) -> Transport:
+        """A copy of this transport (same server, key, timeouts, retries) whose attempts pass `gate`."""
+        new = copy.copy(self)
+        new.gate = gate
+        new._local = threading.local()
+        new.stats = {"requests": 0, "retries": 0, "bytes": 0}
+        new._stats_lock = threading.Lock()
+        return new
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -177,6 +202,22 @@ class Transport:
         log.info("retrying %s after: %s", self.endpoint, exc)
 
     def _attempt(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
+        gate = self.gate
+        with gate.slot() if gate is not None else nullcontext():
+            try:
+                result = self._attempt_once(body, operation_name)
+            except _Retryable as exc:
+                throttled = isinstance(exc.error, RateLimitedError) or (
+                    isinstance(exc.error, ServerError) and exc.error.status == 503
+                )
+                if gate is not None and throttled:
+                    gate.on_throttle(exc.retry_after)
+                raise
+        if gate is not None:
+            gate.on_success()
+        return result
+
+    def _attempt_once(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
         label = operation_name or "GraphQL request"
         try:
             response = self._session().post(

@@ -6,8 +6,8 @@
   once per `cooldown` window, so a burst of 429s from the requests already in flight counts once.
 * After ``limit`` consecutive successes the limit grows by one (additive increase) up to the maximum.
 
-`LimitedTransport` is a `connector.transport.Transport` whose every HTTP attempt (retries included)
-takes a slot from the limiter; tenacity's backoff sleeps happen outside the slot.
+The limiter is a `connector.transport.AttemptGate`: ``transport.with_gate(limiter)`` makes every HTTP
+attempt (retries included) take a slot; tenacity's backoff sleeps happen outside the slot.
 
 >>> lim = AimdLimiter(4)
 >>> with lim.slot():
@@ -26,10 +26,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from ..errors import RateLimitedError, ServerError
-from ..transport import Transport, _Retryable
 
 
 class AimdLimiter:
@@ -100,35 +96,3 @@ class AimdLimiter:
             "peak_in_flight": self.peak_in_flight,
             "throttles": self.throttles,
         }
-
-
-class LimitedTransport(Transport):
-    """A `Transport` whose HTTP attempts go through an `AimdLimiter`."""
-
-    def __init__(self, *args: Any, limiter: AimdLimiter, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.limiter = limiter
-
-    @classmethod
-    def wrap(cls, transport: Transport, limiter: AimdLimiter) -> LimitedTransport:
-        """A limited copy of `transport` (same URL, credentials, timeouts and retry policy)."""
-        new = cls.__new__(cls)
-        new.__dict__.update({k: v for k, v in transport.__dict__.items() if k != "_local"})
-        new._local = threading.local()
-        new.stats = {"requests": 0, "retries": 0, "bytes": 0}
-        new._stats_lock = threading.Lock()
-        new.limiter = limiter
-        return new
-
-    def _attempt(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
-        with self.limiter.slot():
-            try:
-                result = super()._attempt(body, operation_name)
-            except _Retryable as exc:
-                if isinstance(exc.error, RateLimitedError) or (
-                    isinstance(exc.error, ServerError) and exc.error.status == 503
-                ):
-                    self.limiter.on_throttle(exc.retry_after)
-                raise
-        self.limiter.on_success()
-        return result

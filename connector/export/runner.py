@@ -50,7 +50,7 @@ from ..scan import HistoryScan
 from ..transport import RetryPolicy
 from ..values import history_keys_from_rows
 from .checkpoint import EVENTS, StateKey, StreamState
-from .limiter import AimdLimiter, LimitedTransport
+from .limiter import AimdLimiter
 from .plan import ExportOptions, plan_run, run_columns
 from .progress import Progress
 from .sinks.base import Interrupted, Sink, now_iso
@@ -138,7 +138,7 @@ def limited_api(api: Api | None, limiter: AimdLimiter, retry: RetryPolicy | None
 
                 base = api if api is not None else _Api()
                 clone = copy.copy(base)
-                clone.transport = LimitedTransport.wrap(base.transport, limiter)
+                clone.transport = base.transport.with_gate(limiter)
                 if retry is not None:
                     clone.transport.retry = retry
                 box.append(clone)

@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow import BOOL, EXTRA_COLUMN, FLOAT, INT, JSON, STEP_COLUMN, STRING, _fits, dumps_json
+from ..arrow import BOOL, EXTRA_COLUMN, FLOAT, INT, JSON, STEP_COLUMN, STRING, dumps_json, fit_value
 
 RUN_COLUMNS = ("entity", "project", "run_id")
 TIMESTAMP_COLUMN = "_timestamp"
@@ -126,7 +126,7 @@ def conform(table: pa.Table, existing: Mapping[str, pa.DataType]) -> pa.Table:
         kind = _KIND_OF.get(str(want), JSON)
         kept, moved = [], []
         for value in values:
-            ok, converted = _fits(kind, value)
+            ok, converted = fit_value(kind, value)
             kept.append(converted if ok else None)
             moved.append(None if ok else value)
         table = table.set_column(table.column_names.index(name), pa.field(name, want), pa.array(kept, want))
