@@ -494,6 +494,19 @@ def _cpu_per_row(conn: list[Measurement], sdk: list[Measurement]) -> str:
     return f"{us(conn):.1f} vs {us(sdk):.1f} ({us(conn) / us(sdk):.2f}×)"
 
 
+def _noise_note(other: list[float], nproc: int) -> str:
+    """A warning when other work used a good share of the CPUs during the measurements."""
+    if not other or median(other) < 0.25:
+        return ""
+    return (
+        f"**Noisy run.** Other work used {median(other):.2f} cores on average "
+        f"[{min(other):.2f}..{max(other):.2f}] of the {nproc} during the measurements. Wall-time figures"
+        " (rows/s and their ratios) are slowed and spread out, the SDK's most (its Python process and"
+        " wandb-core hand each page to each other, so every hand-off waits for a free core); CPU µs"
+        " per row and peak RSS are the more reliable comparisons."
+    )
+
+
 def _ratio(a: list[float], b: list[float]) -> str:
     if not a or not b:
         return "-"
@@ -529,6 +542,10 @@ def render(bench: Bench, info: dict[str, Any], profile: Measurement, load_end: t
     add("everything *else* on the machine during a measurement, in average busy cores "
         f"(out of {info['nproc']}); anything well above 0 means the figures are noisy.")  # fmt: skip
     add("")
+    note = _noise_note([m.other_cores for m in bench.results], info["nproc"])
+    if note:
+        add(note)
+        add("")
 
     sdk_stream, sdk_list = k(f"{tag}/sdk-stream"), k(f"{tag}/sdk-list")
     conn_stream, conn_arrow = k(f"{tag}/conn-stream/c{c}"), k(f"{tag}/conn-arrow")
