@@ -89,6 +89,8 @@ class HistoryScan:
     max_step: int | None = None
     page_size: int = 1000
     concurrency: int = DEFAULT_CONCURRENCY
+    #: `historyKeys` to plan with (schema and first window); None fetches them from the source.
+    known_keys: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     stats: ScanStats = field(default_factory=ScanStats, compare=False, repr=False)
     _state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -120,7 +122,8 @@ class HistoryScan:
     def history_keys(self) -> dict[str, Any]:
         """The `historyKeys` this scan planned with (fetched once per scan object)."""
         if "history_keys" not in self._state:
-            self._state["history_keys"] = self.source.history_keys() or {}
+            known = self.known_keys
+            self._state["history_keys"] = known if known is not None else self.source.history_keys() or {}
         return self._state["history_keys"]
 
     @property

@@ -335,6 +335,9 @@ class Exporter:
             return
         columns = run_columns(run, o.keys)
         history_keys = run.history_keys
+        # Steps above the committed watermark cannot be in the destination yet (rows and watermark
+        # commit together), so those chunks are plain inserts; lag re-reads merge.
+        committed = prior.watermark if prior is not None and plan.action != "rewound" else -1
         for window in plan.chunks:
             if self.stop.is_set():
                 raise Interrupted("interrupted")
@@ -345,7 +348,7 @@ class Exporter:
                 max_step=window.hi,
                 page_size=o.page_size,
                 concurrency=o.concurrency,
-                _state={"history_keys": history_keys},
+                known_keys=history_keys,
             )
             json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
             table = mark_json_columns(scan.to_arrow(), json_columns)
@@ -361,7 +364,11 @@ class Exporter:
                 layout=o.layout,
                 chunk_steps=plan.chunk_steps,
             )
-            rows = self.sink.write_chunk("history", table, state, lo=window.lo, hi=window.hi, stop=self.stop)
+            rows = self.sink.write_chunk(
+                "history", table, state, lo=window.lo, hi=window.hi, stop=self.stop,
+                fresh=window.lo > committed,
+            )
+            committed = window.hi - 1
             self.progress.rows(plan.path, rows)
             with self._lock:
                 self.summary.rows += rows

@@ -64,8 +64,10 @@ class Sink(Protocol):
 
     def write_chunk(
         self, stream: str, table: pa.Table, state: StreamState, *, lo: float, hi: float,
-        stop: threading.Event | None = None,
-    ) -> int: ...
+        stop: threading.Event | None = None, fresh: bool = False,
+    ) -> int:
+        """Write one chunk and its watermark atomically. `fresh`: no row of it can exist yet."""
+        ...
 
     def commit_state(self, states: Sequence[StreamState]) -> None: ...
 
@@ -251,13 +253,20 @@ class SqlSink:
         lo: float,
         hi: float,
         stop: threading.Event | None = None,
+        fresh: bool = False,
     ) -> int:
-        """Merge one chunk (with run columns) and its watermark in one transaction."""
+        """Merge one chunk (with run columns) and its watermark in one transaction.
+
+        A `fresh` chunk is inserted without the merge, but only when the watermark lives in this
+        database (committed with the rows): with an external checkpoint file rows may exist above
+        the recorded watermark, so every chunk merges. A wrong `fresh` fails on the primary key.
+        """
         del lo, hi
+        insert_only = fresh and self.external is None
         with self.lock:
             self.begin()
             try:
-                written = self._write(stream, table)
+                written = self._write(stream, table, insert_only)
                 self._upsert_states([state])
                 crash_point("before-commit")
                 if stop is not None and stop.is_set():
@@ -271,16 +280,18 @@ class SqlSink:
             self._after_commit([state])
         return written
 
-    def _write(self, stream: str, table: pa.Table) -> int:
+    def _write(self, stream: str, table: pa.Table, insert_only: bool = False) -> int:
         if table.num_rows == 0:
             return 0
         if stream == EVENTS:
             return self._write_wide(self.name(EVENTS_TABLE), table, [*RUN_COLUMNS, TIMESTAMP_COLUMN])
         if self.layout == "long":
             long = to_long(table)
-            self._merge(self.name(LONG_TABLE), long, [*RUN_COLUMNS, STEP_COLUMN, "key"])
+            self._merge(self.name(LONG_TABLE), long, [*RUN_COLUMNS, STEP_COLUMN, "key"], insert_only)
             return table.num_rows
-        return self._write_wide(self.name(HISTORY_TABLE), table, [*RUN_COLUMNS, STEP_COLUMN])
+        return self._write_wide(
+            self.name(HISTORY_TABLE), table, [*RUN_COLUMNS, STEP_COLUMN], insert_only
+        )
 
     def invalidate(self) -> None:
         """Forget cached table shapes (after a rollback)."""
@@ -291,7 +302,9 @@ class SqlSink:
             self._columns[table] = self.table_columns(table)
         return self._columns[table]
 
-    def _write_wide(self, target: str, table: pa.Table, key: list[str]) -> int:
+    def _write_wide(
+        self, target: str, table: pa.Table, key: list[str], insert_only: bool = False
+    ) -> int:
         existing = self._existing(target)
         mapping, overflow = self.map_columns(target, [n for n in table.column_names if n not in key])
         by_key = {k: existing[c] for k, c in mapping.items() if c in existing}
@@ -310,13 +323,23 @@ class SqlSink:
                 )
                 existing[column] = table.schema.field(name).type
         renamed = table.rename_columns([mapping.get(n, n) for n in table.column_names])
-        self._merge(target, renamed, key)
+        self._merge(target, renamed, key, insert_only)
         return table.num_rows
 
-    def _merge(self, target: str, table: pa.Table, key: list[str]) -> None:
+    def _merge(self, target: str, table: pa.Table, key: list[str], insert_only: bool = False) -> None:
         source, source_columns = self.stage(table, target)
         try:
             columns = [quote(c) for c in table.column_names]
+            if insert_only:
+                self.execute(
+                    sql_text("export_insert").format(
+                        table=quote(target),
+                        columns=", ".join(columns),
+                        source_columns=", ".join(source_columns),
+                        source=source,
+                    )
+                )
+                return
             updates = [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in table.column_names if c not in key]
             if not updates:  # nothing but the key: make the conflict a no-op update
                 updates = [f"{quote(key[-1])} = EXCLUDED.{quote(key[-1])}"]

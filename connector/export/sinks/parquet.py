@@ -199,7 +199,9 @@ class ParquetSink:
         lo: float,
         hi: float,
         stop: threading.Event | None = None,
+        fresh: bool = False,
     ) -> int:
+        del fresh  # chunk files have deterministic names: a rewrite replaces, never duplicates
         key = state.key
         if stream == EVENTS:
             return self._write_events(table, state, stop)
