@@ -97,23 +97,61 @@ def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_TYPE_NAMES = {
+    type(None): "nil", bool: "bool", int: "number", float: "number", str: "string",
+    list: "list", tuple: "list",
+}  # fmt: skip
+_CHUNK = 8192
+
+
 def history_keys_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Build a `historyKeys` object (``{"keys": {flat: {"typeCounts": [...]}}, "lastStep": N}``).
+
+    Counted column by column over chunks of rows (type counting runs in C), so a million rows
+    cost seconds, not minutes.
 
     >>> history_keys_from_rows([{"_step": 0, "a": 1.0}, {"_step": 3, "a": "x"}])["keys"]["a"]
     {'typeCounts': [{'type': 'number', 'count': 1}, {'type': 'string', 'count': 1}]}
     """
     counts: dict[str, Counter[str]] = {}
     last_step = -1
+    chunk: list[Mapping[str, Any]] = []
     for row in rows:
-        step = row.get("_step")
-        if isinstance(step, int) and step > last_step:
-            last_step = step
-        flat, _ = flatten_row(row)
-        for name, value in flat.items():
-            counts.setdefault(name, Counter())[value_type(value)] += 1
+        chunk.append(row)
+        if len(chunk) == _CHUNK:
+            last_step = max(last_step, _count_types(chunk, "", counts))
+            chunk = []
+    if chunk:
+        last_step = max(last_step, _count_types(chunk, "", counts))
     keys = {
         name: {"typeCounts": [{"type": t, "count": n} for t, n in sorted(c.items())]}
         for name, c in counts.items()
     }
     return {"keys": keys, "lastStep": last_step}
+
+
+def _count_types(dicts: list[Mapping[str, Any]], prefix: str, counts: dict[str, Counter[str]]) -> int:
+    """Add the value types of one nesting level to `counts`; returns the largest int `_step`."""
+    last_step = -1
+    for key in set().union(*dicts):
+        values = [d[key] for d in dicts if key in d]
+        name = prefix + key
+        by_type = Counter(map(type, values))
+        nested: list[Mapping[str, Any]] = []
+        for kind, n in by_type.items():
+            if kind is dict:
+                for value in values:
+                    if type(value) is dict:
+                        if is_leaf(value):
+                            counts.setdefault(name, Counter())[value_type(value)] += 1
+                        else:
+                            nested.append(value)
+            else:
+                label = _TYPE_NAMES.get(kind) or value_type(values[0] if n else None)
+                counts.setdefault(name, Counter())[label] += n
+        if nested:
+            _count_types(nested, name + ".", counts)
+        if not prefix and key == "_step":
+            ints = [v for v in values if type(v) is int]
+            last_step = max(ints, default=-1)
+    return last_step
