@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import EmulatorProcess, machine_info, machine_markdown, sdk_env  # noqa: E402
 
 HISTORY_FIELDS = ("history", "sampledHistory", "parquetHistory", "events")
 NOTE = """\
@@ -56,34 +57,8 @@ print(json.dumps({"n": len(values), "mean": sum(values) / len(values), "seconds"
 """
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "ram": ram,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
-
-
 def measure(emu: Any, label: str, fn: Callable[[], tuple[Any, ...]]) -> dict[str, Any]:
-    emu.reset_counters()
+    emu.reset()
     t = time.perf_counter()
     mean, n, *inner = fn()
     seconds = time.perf_counter() - t
@@ -108,25 +83,6 @@ def measure(emu: Any, label: str, fn: Callable[[], tuple[Any, ...]]) -> dict[str
     return result
 
 
-def sdk_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_MODE"):
-        env.pop(name, None)
-    for name, sub in (
-        ("HOME", ""),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_DATA_DIR", "data"),
-        ("XDG_CACHE_HOME", "xdg"),
-        ("TMPDIR", "tmp"),
-    ):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-        env[name] = str(home / sub)
-    env["WANDB_ERROR_REPORTING"] = "false"
-    env["WANDB_SILENT"] = "true"
-    return env
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
@@ -145,18 +101,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from connector import Api
     from connector.duckdb import register, unregister
-    from connector.emulator import Emulator, synthetic_runs
+    from connector.emulator import synthetic_runs
     from connector.polars import scan_history
 
     spec = f"bench/p:runs=1,steps={args.steps},keys={args.keys}"
     a = int(args.steps * 0.45)
     b = a + int(args.steps * args.share)
     results: list[dict[str, Any]] = []
-    # answer_cache_bytes=0: every request is answered afresh, so no method profits from another's
-    with Emulator(synthetic_runs(spec), answer_cache_bytes=0) as emu:
-        path = emu.paths()[0]
-        api = Api(api_key=emu.api_key, base_url=emu.base_url)
-        truth_rows = emu.run(*path.split("/")).rows(a, b)
+    # The emulator runs in its own process with every row pre-encoded (--warm), so it never shares
+    # the measured client's GIL; the methods send different documents, so none reuses another's
+    # cached answers. The truth comes from the generator in this process.
+    generated = synthetic_runs(spec)[0]
+    with EmulatorProcess([spec], warm=True) as emu:
+        path = emu.runs()[0]
+        api = Api(api_key=emu.api_key, base_url=emu.url)
+        lo, hi = generated.steps().index(a), generated.steps().index(b)
+        truth_rows = generated.rows(lo, hi)
         truth = sum(r["loss"] for r in truth_rows) / len(truth_rows)
         print(f"run {path}: {args.steps} steps, {args.keys} keys; window [{a}, {b}); truth mean {truth:.12g}")
 
@@ -199,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 def sdk() -> tuple[float, int, float]:
                     proc = subprocess.run(
-                        [sys.executable, "-c", SDK_SCRIPT, emu.base_url, emu.api_key, path, str(a), str(b)],
+                        [sys.executable, "-c", SDK_SCRIPT, emu.url, emu.api_key, path, str(a), str(b)],
                         env=env, capture_output=True, text=True, timeout=7200,
                     )  # fmt: skip
                     if proc.returncode != 0:
@@ -228,7 +188,7 @@ def write_results(
         f"Emulator spec `{spec}`; window `[{window[0]}, {window[1]})` "
         f"({window[1] - window[0]} steps); every mean checked against the synthetic generator.",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()),
+        machine_markdown(machine_info()),
         "",
         "| method | time (s) | history bytes | requests | time / (a) DuckDB | bytes / (a) DuckDB |",
         "|---|---:|---:|---:|---:|---:|",

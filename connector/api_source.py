@@ -12,28 +12,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from .errors import NotFoundError, ProtocolError
 from .queries import OPERATION_NAMES, document
 from .runpath import RunRef
 from .source import Page, Window
 from .transport import Transport
-from .values import flatten_row
+from .values import flatten_row, parse_row
 
 SPECS_PER_REQUEST = 16
-
-
-def parse_row(text: str | bytes) -> dict[str, Any]:
-    """Parse one row's JSON text; bare NaN/Infinity/-Infinity become floats.
-
-    >>> parse_row('{"_step": 1, "loss": NaN}')["loss"]
-    nan
-    """
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 class ApiSource:
@@ -76,11 +62,11 @@ class ApiSource:
         }
         run, raw = self._run("history_page", variables)
         texts = run.get("history") or []
-        rows = [parse_row(t) for t in texts]
         return Page(
-            rows,
-            complete=len(rows) < samples or samples >= window.width,
+            [],
+            complete=len(texts) < samples or samples >= window.width,
             nbytes=len(raw),
+            texts=texts,
         )
 
     def _spec(self, keys: Sequence[str], window: Window, samples: int) -> str:

@@ -143,8 +143,8 @@ class RunReader:
             pages = scan.pages()
             try:
                 for page in pages:
-                    if page.rows:
-                        batch = sub.to_batch(page.rows)
+                    if len(page):
+                        batch = sub.to_batch(page.decode())
                         yield pl.from_arrow(batch)  # type: ignore[misc]
             finally:
                 pages.close()

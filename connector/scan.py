@@ -193,7 +193,7 @@ class HistoryScan:
         self.stats.splits += 1
         left, right = (self._fetch(half) for half in window.halves())
         return Page(
-            left.rows + right.rows,
+            left.decode() + right.decode(),
             complete=True,
             nbytes=left.nbytes + right.nbytes,
             shared=left.shared or right.shared,
@@ -230,7 +230,7 @@ class HistoryScan:
 
     def _count(self, page: Page) -> Page:
         self.stats.pages += 1
-        self.stats.rows += len(page.rows)
+        self.stats.rows += len(page)
         self.stats.bytes += page.nbytes
         return page
 
@@ -242,7 +242,7 @@ class HistoryScan:
             [n for n, k in self.plan.kinds if k == FLOAT] if self.keys or self.columns else []
         )
         for page in self.pages():
-            rows = copy.deepcopy(page.rows) if page.shared else page.rows
+            rows = copy.deepcopy(page.decode()) if page.shared else page.decode()
             for row in rows:
                 for name in float_columns:
                     value = row.get(name)
@@ -256,8 +256,8 @@ class HistoryScan:
         """Stream `pa.RecordBatch`es, one per non-empty page, all of `schema`."""
         plan = self.plan
         for page in self.pages():
-            if page.rows:
-                yield plan.to_batch(page.rows)
+            if len(page):
+                yield plan.to_batch(page.decode())
 
     def to_arrow_batch_reader(self) -> pa.RecordBatchReader:
         """A `pa.RecordBatchReader` over `to_batches()` (single use)."""

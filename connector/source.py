@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .runpath import RunRef
+from .values import parse_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +43,29 @@ class Page:
     `complete` is False when the server may have downsampled the window (it returned exactly as many
     rows as it was allowed to); the scan then splits the window and fetches the halves.
     `shared` is True when the row objects belong to the source: a caller handing rows to users
-    copies them first.
+    copies them first. A page may arrive with its rows still as JSON `texts`; `decode()` parses
+    them in the caller's thread, so fetching threads hold the GIL as little as possible.
+
+    >>> page = Page([], texts=['{"_step": 1, "x": NaN}'])
+    >>> len(page), page.decode()
+    (1, [{'_step': 1, 'x': nan}])
     """
 
     rows: list[dict[str, Any]]
     complete: bool = True
     nbytes: int = 0
     shared: bool = False
+    texts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.rows)
+
+    def decode(self) -> list[dict[str, Any]]:
+        """The rows, parsing the JSON texts first if the page still holds them."""
+        if self.texts is not None:
+            self.rows = [parse_row(text) for text in self.texts]
+            self.texts = None
+        return self.rows
 
 
 class HistorySource(Protocol):

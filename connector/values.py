@@ -16,11 +16,26 @@ the nested value is reported as a collision, so the caller can keep it (see `con
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 SPECIAL_KEYS = ("_step", "_runtime", "_timestamp")
+
+
+def parse_row(text: str | bytes) -> dict[str, Any]:
+    """Parse one row's JSON text; bare NaN/Infinity/-Infinity (as W&B writes them) become floats.
+
+    >>> parse_row('{"_step": 1, "loss": NaN, "acc": -Infinity}')
+    {'_step': 1, 'loss': nan, 'acc': -inf}
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def value_type(value: Any) -> str:
