@@ -5,6 +5,7 @@
   ``SHARED_SPEC`` (project ``test/synthetic``: 3 runs x 2500 rows, 12 user keys, seed 7; run 0 dense
   from step 0, run 1 from step 1000, run 2 with a 5000-step gap). Treat it as read-only: do not
   append, truncate, change states or set faults on it (use ``make_emulator``).
+* ``api``: a connector `Api` for the shared emulator; ``paths``: its three runs in a fixed order.
 * ``make_emulator``: a factory ``make_emulator(spec_or_runs, **kwargs) -> Emulator`` for tests that
   mutate data or inject faults; every emulator it makes is stopped at the end of the test.
 * ``sdk_env``: an environment dict for running the official ``wandb`` SDK in a subprocess with all
@@ -38,6 +39,21 @@ def emulator(api_key: str) -> Iterator[Any]:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def api(emulator: Any) -> Any:
+    """A connector `Api` for the shared emulator."""
+    from connector import Api
+
+    return Api(api_key=emulator.api_key, base_url=emulator.base_url)
+
+
+@pytest.fixture(scope="session")
+def paths(emulator: Any) -> list[str]:
+    """The shared runs: [dense from step 0, from step 1000 with sparse keys, a 5000-step gap]."""
+    by_name = {emulator.run(*p.split("/")).meta.display_name: p for p in emulator.paths()}
+    return [by_name["synthetic-1"], by_name["synthetic-2"], by_name["synthetic-3"]]
 
 
 @pytest.fixture

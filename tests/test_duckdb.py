@@ -32,18 +32,6 @@ def truth_rows(emulator: Any, path: str) -> list[dict[str, Any]]:
     return [flatten_row(data.row(i))[0] for i in range(len(data.steps()))]
 
 
-@pytest.fixture(scope="module")
-def api(emulator: Any) -> Api:
-    return Api(api_key=emulator.api_key, base_url=emulator.base_url)
-
-
-@pytest.fixture(scope="module")
-def paths(emulator: Any) -> list[str]:
-    """[dense run from step 0, run from step 1000 with sparse keys, run with a 5000-step gap]."""
-    by_name = {emulator.run(*p.split("/")).meta.display_name: p for p in emulator.paths()}
-    return [by_name["synthetic-1"], by_name["synthetic-2"], by_name["synthetic-3"]]
-
-
 @pytest.fixture
 def con(api: Api) -> Iterator[duckdb.DuckDBPyConnection]:
     connection = register(duckdb.connect(), api)

@@ -45,18 +45,6 @@ def assert_column(frame: pl.DataFrame, truth: list[dict[str, Any]], key: str) ->
         assert same(got[row["_step"]], row.get(key)), (key, row["_step"], got[row["_step"]], row.get(key))
 
 
-@pytest.fixture(scope="module")
-def api(emulator: Any) -> Api:
-    return Api(api_key=emulator.api_key, base_url=emulator.base_url)
-
-
-@pytest.fixture(scope="module")
-def paths(emulator: Any) -> list[str]:
-    """[dense run from step 0, run from step 1000 with sparse keys, run with a 5000-step gap]."""
-    by_name = {emulator.run(*p.split("/")).meta.display_name: p for p in emulator.paths()}
-    return [by_name["synthetic-1"], by_name["synthetic-2"], by_name["synthetic-3"]]
-
-
 def history_requests(counters: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in counters["by_field"].items() if k in ("history", "sampledHistory")}
 

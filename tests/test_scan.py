@@ -27,11 +27,6 @@ def truth(emu: Any, path: str) -> list[dict[str, Any]]:
     return run.rows(0, len(run.steps()))
 
 
-@pytest.fixture(scope="module")
-def api(emulator: Any) -> Api:
-    return Api(api_key=emulator.api_key, base_url=emulator.base_url)
-
-
 @pytest.mark.parametrize("index", [0, 1, 2])  # dense; starts at step 1000; 5000-step gap
 def test_full_scan_equals_the_generator(api: Api, emulator: Any, index: int) -> None:
     path = emulator.paths()[index]

@@ -62,11 +62,6 @@ def sdk_out(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def api(emulator: Any) -> Api:
-    return Api(api_key=emulator.api_key, base_url=emulator.base_url)
-
-
 def _runs(api: Api, emulator: Any) -> list[Any]:
     project = "/".join(emulator.paths()[0].split("/")[:2])
     return list(api.runs(project))
