@@ -19,16 +19,29 @@ OPERATION_NAMES = {
 }
 
 
-@cache
-def document(name: str) -> str:
-    """The text of `connector/queries/<name>.graphql`."""
+#: fragments kept in files of their own and appended to the documents that spread them
+FRAGMENTS = {"RunFragment": "run_fragment"}
+
+
+def _read(name: str) -> str:
     return resources.files(__name__).joinpath(f"{name}.graphql").read_text(encoding="utf-8")
 
 
+@cache
+def document(name: str) -> str:
+    """The text of `connector/queries/<name>.graphql`, with the fragments it spreads appended
+    (as the official client concatenates its `RunFragment`)."""
+    text = _read(name)
+    for fragment, file in FRAGMENTS.items():
+        if f"...{fragment}" in text:
+            text = text.rstrip("\n") + "\n        " + _read(file)
+    return text
+
+
 def names() -> list[str]:
-    """Every document's name."""
+    """Every operation document's name (fragment files excluded)."""
     return sorted(
         p.name.removesuffix(".graphql")
         for p in resources.files(__name__).iterdir()
-        if p.name.endswith(".graphql")
+        if p.name.endswith(".graphql") and p.name.removesuffix(".graphql") not in FRAGMENTS.values()
     )
