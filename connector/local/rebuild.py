@@ -137,22 +137,22 @@ def build_row(paths: Sequence[rec.Path], values: Sequence[Any]) -> dict[str, Any
     """
     row: dict[str, Any] = {}
     for path, value in zip(paths, values, strict=True):
-        if type(path) is str:
-            node = row
-            last = path
-        else:
-            node = row
-            for part in path[:-1]:
-                nxt = node.get(part)
-                if type(nxt) is not dict:
-                    nxt = node[part] = {}
-                node = nxt
-            last = path[-1]
-        if type(value) is dict:
-            _merge(node, last, value)
-        else:
-            node[last] = value
+        _put(row, (path,) if type(path) is str else path, value)
     return row
+
+
+def _put(row: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """Set `value` at `path` in `row`, creating dicts on the way; an object value is merged."""
+    node = row
+    for part in path[:-1]:
+        nxt = node.get(part)
+        if type(nxt) is not dict:
+            nxt = node[part] = {}
+        node = nxt
+    if type(value) is dict:
+        _merge(node, path[-1], value)
+    else:
+        node[path[-1]] = value
 
 
 def _place_nested(row: dict[str, Any], paths: Sequence[tuple[str, ...]], values: Sequence[Any]) -> bool:
@@ -170,17 +170,7 @@ def _place_nested(row: dict[str, Any], paths: Sequence[tuple[str, ...]], values:
                 return False
         else:
             made.add(head)
-        node = row
-        for part in path[:-1]:
-            nxt = node.get(part)
-            if type(nxt) is not dict:
-                nxt = node[part] = {}
-            node = nxt
-        last = path[-1]
-        if type(value) is dict:
-            _merge(node, last, value)
-        else:
-            node[last] = value
+        _put(row, path, value)
     return True
 
 
