@@ -63,18 +63,11 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-_ADDERS: list[SubcommandAdder] = [_add_serve, _add_demo]
+def _adders() -> list[SubcommandAdder]:
+    from .export.cli import add_parser as add_export
+    from .sqlcli import add_parser as add_sql
 
-
-def _optional_adders() -> list[SubcommandAdder]:
-    adders = []
-    for module, name in (("connector.export.cli", "add_parser"), ("connector.sqlcli", "add_parser")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        adders.append(getattr(mod, name))
-    return adders
+    return [_add_serve, add_export, add_sql, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wandb-history", description="Weights & Biases run history as Arrow, SQL and files."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in _ADDERS + _optional_adders():
+    for add in _adders():
         add(sub)
     return parser
 
