@@ -112,11 +112,11 @@ class Api:
         return viewer
 
     def _ref(self, path: str) -> RunRef:
-        entity = self.settings.entity
-        parts = [p for p in str(path).strip("/").replace(":", "/").split("/") if p]
-        if "://" not in str(path) and len(parts) < 3 and not entity:
-            entity = self.default_entity
-        return RunRef.parse(path, default_entity=entity, default_project=self.settings.project)
+        return RunRef.parse(
+            path,
+            default_entity=lambda: self.default_entity,  # asked only for entity-less paths
+            default_project=self.settings.project,
+        )
 
     def run(self, path: str | RunRef) -> Run:
         """Load one run: ``"entity/project/run_id"``, ``"entity/project/runs/run_id"``, or a URL.

@@ -11,6 +11,7 @@ RunRef(entity='acme', project='vision', run_id='abc123')
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -33,9 +34,16 @@ class RunRef:
 
     @classmethod
     def parse(
-        cls, path: str, *, default_entity: str | None = None, default_project: str | None = None
+        cls,
+        path: str,
+        *,
+        default_entity: str | Callable[[], str | None] | None = None,
+        default_project: str | None = None,
     ) -> RunRef:
-        """Parse `e/p/id`, `e/p/runs/id`, `e/p:id`, `p/id`, `id` or a W&B run URL."""
+        """Parse `e/p/id`, `e/p/runs/id`, `e/p:id`, `p/id`, `id` or a W&B run URL.
+
+        `default_entity` may be a callable, asked only when the path names no entity.
+        """
         if not isinstance(path, str) or not path.strip():
             raise ConfigurationError(f"run path must be a non-empty string, got {path!r}")
         text = path.strip()
@@ -46,6 +54,8 @@ class RunRef:
         parts = [p for p in text.split("/") if p]
         if len(parts) == 4 and parts[2] == "runs":
             parts = [parts[0], parts[1], parts[3]]
+        if callable(default_entity):
+            default_entity = default_entity() if len(parts) < 3 and "://" not in path else None
         if len(parts) == 3:
             entity, project, run_id = parts
         elif len(parts) == 2:
