@@ -16,6 +16,7 @@ import pytest
 
 from connector import Api
 from tests.compare import assert_same_rows, row_diff
+from tests.wandb_files import sdk_env
 
 SDK_SCRIPT = r"""
 import json, sys
@@ -43,15 +44,8 @@ KEYS = ["loss", "val_loss"]
 
 @pytest.fixture(scope="module")
 def sdk_out(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    import os
-
-    home = tmp_path_factory.mktemp("sdk")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    for name in ("HOME", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "XDG_CACHE_HOME",
-                 "TMPDIR"):
-        (home / name).mkdir()
-        env[name] = str(home / name)
-    env |= {"WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"}
+    env = sdk_env(tmp_path_factory.mktemp("sdk"))
+    env.pop("WANDB_MODE")  # online: the SDK reads the emulator
     project = "/".join(emulator.paths()[0].split("/")[:2])
     proc = subprocess.run(
         [sys.executable, "-c", SDK_SCRIPT, emulator.base_url, emulator.api_key, project,
