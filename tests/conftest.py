@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -79,20 +78,8 @@ def make_emulator(api_key: str) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def sdk_env(tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "sdk-home"
-    env = dict(os.environ)
-    for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT", "WANDB_MODE"):
-        env.pop(name, None)
-    for name, sub in (
-        ("HOME", ""),
-        ("WANDB_CACHE_DIR", "cache"),
-        ("WANDB_CONFIG_DIR", "config"),
-        ("WANDB_DATA_DIR", "data"),
-        ("XDG_CACHE_HOME", "xdg"),
-        ("TMPDIR", "tmp"),
-    ):
-        (home / sub).mkdir(parents=True, exist_ok=True)
-        env[name] = str(home / sub)
-    env["WANDB_ERROR_REPORTING"] = "false"
-    env["WANDB_SILENT"] = "true"
+    from tests.wandb_files import sdk_env as offline_sdk_env
+
+    env = offline_sdk_env(tmp_path / "sdk-home")
+    env.pop("WANDB_MODE")  # online: the SDK talks to an emulator
     return env
