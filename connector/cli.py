@@ -3,13 +3,29 @@
 Each sub-command lives in the module that does the work; this file only wires arguments.
 The API key is never taken on the command line: it comes from `WANDB_API_KEY` or `~/.netrc`
 (the emulator's own `serve --api-key` sets the key it accepts, which is not a secret).
+
+`main` turns every failure into one line on stderr, ``wandb-history <cmd>: error: <message>``, and
+the exit status of `connector.errors.EXIT_CODES` (the error's ``exit_code``); anything unexpected is
+an internal error (70). ``--verbose`` / ``-v`` (before or after the sub-command) logs at DEBUG and
+prints the traceback; retries are logged at WARNING, so they show by default.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+
+from .errors import (
+    EXIT_CODES,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConnectorError,
+)
 
 SubcommandAdder = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -26,7 +42,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--demo", action="store_true", help="serve the demo project demo/mnist")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (0..65535)")
     p.add_argument("--api-key", default=None, help="the key the emulator accepts (>= 40 chars)")
     p.add_argument("--entity", default=None, help="entity for local runs that have none")
     p.add_argument("--project", default=None, help="project for local runs that have none")
@@ -70,28 +86,89 @@ def _adders() -> list[SubcommandAdder]:
     return [_add_serve, add_export, add_sql, _add_demo]
 
 
+_VERBOSE_HELP = "log at DEBUG and print the traceback of an error"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wandb-history", description="Weights & Biases run history as Arrow, SQL and files."
+        prog="wandb-history",
+        description="Weights & Biases run history as Arrow, SQL and files.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _adders():
         add(sub)
+    for name, p in sub.choices.items():
+        # SUPPRESS: a sub-command's default must not undo a -v given before it
+        p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+        if name == "export":
+            p.epilog = EXIT_CODES
+            p.formatter_class = _RawEpilogFormatter
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import ConnectorError
+class _RawEpilogFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph texts (a description) as usual; keeps multi-line texts (the exit codes) as is."""
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """One stderr handler (``wandb-history: <message>``), WARNING by default, DEBUG with --verbose."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_wandb_history", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wandb-history: %(message)s"))
+    handler._wandb_history = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _one_line(message: str) -> str:
+    """`message` on one line, with the API key of the environment (if it leaked in) masked."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    key = os.environ.get("WANDB_API_KEY")
+    return text.replace(key, "***") if key and len(key) >= 8 else text
+
+
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; returns its exit status (see `EXIT_CODES`)."""
     args = build_parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    _configure_logging(verbose)
+    prefix = f"wandb-history {args.command}"
     try:
         return int(args.func(args) or 0)
-    except ConnectorError as exc:
-        print(f"wandb-history {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"wandb-history {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConnectorError as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"{prefix}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
+    except _PATH_ERRORS as exc:  # a path given on the command line that cannot be used
+        if verbose:
+            traceback.print_exc()
+        print(f"{prefix}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        detail = _one_line(f"{type(exc).__name__}: {exc}")
+        hint = "" if verbose else " (run with --verbose for the traceback)"
+        print(f"{prefix}: internal error: {detail}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

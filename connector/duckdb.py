@@ -37,6 +37,16 @@ runs it can see. NULL/NaN: DuckDB pushes only filters it can hand over exactly (
 DOUBLE columns that NaN could satisfy); every pushed filter is applied exactly again in Python, with
 SQL semantics preserved (a NULL comparison drops the row).
 
+**Odd keys.** In the long layout a key is a value, so every key comes through exactly (one holding a
+NUL character, the empty key, ``entity``...). In wide views a key is a column name, and DuckDB cannot
+hold some names: Arrow passes them as C strings (a NUL would cut the name — Polars panics), it
+renames an empty name to ``v0``, and its identifiers ignore ASCII case. `register_run` and
+`register_runs` therefore name columns with ``engine="duckdb"`` (`connector.polars.column_names`): a
+NUL in a key becomes ``␀`` (U+2400), the empty key is the column ``"(empty)"``, a name equal to an
+earlier one but for ASCII case gets the first free ``_<n>`` suffix, and in `register_runs` a key named
+``entity``, ``project`` or ``run_id`` is the column ``entity_1``, ``project_1`` or ``run_id_1``. String
+values are never changed: a NUL inside a string comes back as it is.
+
 `scan.to_duckdb(con, name)` and ``con.sql("SELECT ... FROM scan")`` (through ``__arrow_c_stream__``)
 read a `HistoryScan` as planned in Python: there is **no pushdown** on that path, DuckDB filters the
 rows it is given.
@@ -64,7 +74,7 @@ from polars.io.plugins import register_io_source
 
 from .arrow import BOOL, EXTRA_COLUMN, FLOAT, JSON, STEP_COLUMN, STRING, SchemaPlan, dumps_json
 from .errors import ConfigurationError
-from .polars import RunReader, _finish, scan_histories, scan_history
+from .polars import RunReader, _finish, arrow_frame, scan_histories, scan_history
 from .pushdown import Pushdown, analyze
 from .resolve import resolve_run
 from .runs_table import RUNS_SCHEMA, runs_to_arrow
@@ -289,8 +299,8 @@ def _sampled(run: Run, samples: int) -> tuple[pl.DataFrame, dict[str, str]]:
     """`Run.history(samples)` (all keys: keys select columns only) as a wide frame and its kinds."""
     rows = run.history(samples=samples, pandas=False)
     plan = SchemaPlan.from_history_keys(history_keys_from_rows(rows))
-    frame = pl.from_arrow(plan.to_batch([r for r in rows if "_step" in r]))
-    return frame, dict(plan.kinds)  # type: ignore[return-value]
+    frame = arrow_frame(plan.to_batch([r for r in rows if "_step" in r]))
+    return frame, dict(plan.kinds)
 
 
 # -- wandb_runs -----------------------------------------------------------------------------------
@@ -394,12 +404,22 @@ def register_run(
     api: Api | None = None,
     keys: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
-    """Register one run as a wide view `name` (its own columns; projection and step pushdown).
+    r"""Register one run as a wide view `name` (its own columns; projection and step pushdown).
 
     Returns the registered `pl.LazyFrame` (from `connector.polars.scan_history`). Quote column names
-    with dots, spaces or quotes in SQL: ``SELECT "train.loss" FROM name``.
+    with dots, spaces or quotes in SQL: ``SELECT "train.loss" FROM name``. Keys DuckDB cannot name
+    are renamed as the module doc says (``a\x00b`` → ``"a␀b"``, ``""`` → ``"(empty)"``).
+
+    >>> import duckdb
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> con = duckdb.connect()
+    >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "a\x00b": 1.0, "": "x\x00y"}])
+    >>> _ = register_run(con, run, "odd")
+    >>> con.sql('SELECT "a␀b", "(empty)" FROM odd').fetchall()
+    [(1.0, 'x\x00y')]
+    >>> con.close()
     """
-    frame = scan_history(run, api=api, keys=keys)
+    frame = scan_history(run, api=api, keys=keys, engine="duckdb")
     con.register(name, frame)
     return frame
 
@@ -417,8 +437,19 @@ def register_runs(
 
     Columns ``entity, project, run_id, _step, ..., _extra`` (`connector.polars.scan_histories`); runs
     are listed now, once. Filters on ``run_id`` (and ``entity``/``project``) skip runs unfetched.
+    A key named ``run_id`` (or ``entity``, ``project``) is the column ``run_id_1``; other odd keys
+    are renamed as in `register_run`.
+
+    >>> import duckdb
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> con = duckdb.connect()
+    >>> runs = [MemoryRun(RunMeta("e", "p", "a"), rows=[{"_step": 0, "run_id": "mine"}])]
+    >>> _ = register_runs(con, runs, "many")
+    >>> con.sql("SELECT run_id, run_id_1 FROM many").fetchall()
+    [('a', 'mine')]
+    >>> con.close()
     """
-    frame = scan_histories(runs, api=api, filters=filters, keys=keys)
+    frame = scan_histories(runs, api=api, filters=filters, keys=keys, engine="duckdb")
     con.register(name, frame)
     return frame
 

@@ -21,9 +21,20 @@ What reaches the W&B API when the frame is collected:
 * **slice** — ``head(n)`` stops fetching once `n` rows passed the filter.
 
 Step windows are half-open everywhere: ``min_step`` inclusive, ``max_step`` exclusive.
+
 NULL/NaN: a comparison with NULL drops the row (Polars semantics); NaN compares greater than every
 number in Polars, so ``pl.col("loss") > 1`` keeps NaN losses — the filter runs in Polars, so this is
 exactly what a plain Polars frame would do.
+
+**Column names** (`column_names`). A column is named after its key, exactly — a key holding a NUL
+character, the empty key ``""`` and any other text included (Polars holds them all). Two cases are
+renamed: in `scan_histories` a key named like an identity column (``entity``, ``project``,
+``run_id``) becomes ``entity_1`` (the first free ``<key>_<n>``), so both stay readable; and with
+``engine="duckdb"`` (what `connector.duckdb` uses) names DuckDB cannot hold are made safe: NUL
+characters become ``␀`` (U+2400; Arrow hands names over as C strings), the empty key becomes
+``(empty)``, and a name equal to another one but for ASCII case (DuckDB's identifiers are
+case-insensitive) gets the first free ``_<n>`` suffix, as DuckDB itself would. A renamed name that is
+taken gets the suffix too. Values are never changed: strings holding NUL come through as they are.
 
 >>> from connector.rundata import MemoryRun, RunMeta
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "loss": i / 2} for i in range(10)])
@@ -34,9 +45,10 @@ exactly what a plain Polars frame would do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -55,14 +67,85 @@ IDENTITY = ("entity", "project", "run_id")
 _LEADING = (STEP_COLUMN, "_runtime", "_timestamp")
 FULL_ROWS_SHARE = 0.5  # fetch full rows when a projection selects more than this share of columns
 
+Engine = Literal["polars", "duckdb"]
+ENGINES: tuple[Engine, ...] = ("polars", "duckdb")
+NUL_SIGN = "\u2400"  # ␀, what a NUL character in a key becomes in a DuckDB column name
+EMPTY_KEY_NAME = "(empty)"  # the DuckDB column name of the empty key
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def column_names(
+    names: Iterable[str], *, reserved: Iterable[str] = (), engine: Engine = "polars"
+) -> dict[str, str]:
+    r"""The column name of each key in `names` for `engine` (rules in the module doc), in order.
+
+    `reserved` names (the identity columns of a multi-run frame) are taken before any key.
+
+    >>> column_names(["_step", "loss", "entity"], reserved=IDENTITY)
+    {'_step': '_step', 'loss': 'loss', 'entity': 'entity_1'}
+    >>> column_names(["_step", "a\x00b", "", "Loss", "loss"], engine="duckdb")
+    {'_step': '_step', 'a\x00b': 'a␀b', '': '(empty)', 'Loss': 'Loss', 'loss': 'loss_1'}
+    """
+    if engine not in ENGINES:
+        raise ConfigurationError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    duck = engine == "duckdb"
+
+    def fold(name: str) -> str:
+        return name.translate(_ASCII_LOWER) if duck else name
+
+    def base(name: str) -> str:
+        if not duck:
+            return name
+        return name.replace("\0", NUL_SIGN) if name else EMPTY_KEY_NAME
+
+    names = list(dict.fromkeys(names))
+    taken = {fold(n) for n in reserved}
+    out: dict[str, str] = {}
+    for name in names:  # names kept as they are first: a renamed key never takes a real key's name
+        if base(name) == name and fold(name) not in taken:
+            taken.add(fold(name))
+            out[name] = name
+    for name in names:
+        if name in out:
+            continue
+        stem = candidate = base(name)
+        n = 0
+        while fold(candidate) in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(fold(candidate))
+        out[name] = candidate
+    return {name: out[name] for name in names}
+
 
 def polars_schema(schema: pa.Schema) -> pl.Schema:
-    """The Polars schema of Arrow data of `schema` (what `pl.from_arrow` produces).
+    """The Polars schema of Arrow data of `schema`, with every name kept (also ``""``).
 
-    >>> polars_schema(pa.schema([("_step", pa.int64()), ("loss", pa.float64())]))
-    Schema([('_step', Int64), ('loss', Float64)])
+    >>> polars_schema(pa.schema([("_step", pa.int64()), ("loss", pa.float64()), ("", pa.string())]))
+    Schema([('_step', Int64), ('loss', Float64), ('', String)])
     """
-    return pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+    frame = arrow_frame(schema.empty_table())
+    return frame.schema
+
+
+def arrow_frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+    r"""`pl.from_arrow` that keeps every column name (it would rename ``""`` to ``column_<i>``).
+
+    >>> arrow_frame(pa.table({"": [1.0], "a\x00b": ["x\x00y"]})).to_dicts()
+    [{'': 1.0, 'a\x00b': 'x\x00y'}]
+    """
+    names = data.schema.names
+    if "" not in names:
+        return pl.from_arrow(data)  # type: ignore[return-value]
+    frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+        data.rename_columns([f"column_{i}" for i in range(len(names))])
+    )
+    frame.columns = names
+    return frame
+
+
+def _renamed(schema: pl.Schema, names: Mapping[str, str]) -> pl.Schema:
+    return pl.Schema([(names.get(name, name), dtype) for name, dtype in schema.items()])
 
 
 def _ordered(names: Iterable[str]) -> list[str]:
@@ -77,13 +160,16 @@ class RunReader:
 
     `plan` fixes every column's kind (so a frame never changes type between pages or calls);
     `restricted` is True when the plan holds only some of the run's keys (``keys=``), in which case
-    full rows are never fetched (``_extra`` would then fill with the other keys).
+    full rows are never fetched (``_extra`` would then fill with the other keys). `rename` maps the
+    keys whose column is named otherwise (`column_names`) to that name: `frames` then takes and
+    yields column names.
     """
 
     run: Run
     plan: SchemaPlan
     restricted: bool = False
     page_size: int = 1000
+    rename: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_run(cls, run: Run, keys: Sequence[str] | None = None, page_size: int = 1000) -> RunReader:
@@ -117,6 +203,9 @@ class RunReader:
         the values of the fetched columns that did not fit their type. `limit` is a hint: the
         caller wants about that many rows, so pages are smaller and fetched one at a time.
         """
+        if needed is not None and self.rename:
+            key_of = {column: key for key, column in self.rename.items()}
+            needed = {key_of.get(n, n) for n in needed if n in key_of or n not in self.rename}
         wanted = set(self.names) | {EXTRA_COLUMN} if needed is None else set(needed)
         user = [n for n in self.names[1:] if n in wanted]
         full_rows = not self.restricted and (
@@ -144,8 +233,12 @@ class RunReader:
             try:
                 for page in pages:
                     if len(page):
-                        batch = sub.to_batch(page.decode())
-                        yield pl.from_arrow(batch)  # type: ignore[misc]
+                        frame = arrow_frame(sub.to_batch(page.decode()))
+                        if self.rename:
+                            frame = frame.rename(
+                                {k: c for k, c in self.rename.items() if k in frame.columns}
+                            )
+                        yield frame
             finally:
                 pages.close()
 
@@ -194,21 +287,31 @@ def scan_history(
     min_step: int | None = None,
     max_step: int | None = None,
     page_size: int = 1000,
+    engine: Engine = "polars",
 ) -> pl.LazyFrame:
-    """One run's history as a `pl.LazyFrame` (one row per step; pushdown as in the module doc).
+    r"""One run's history as a `pl.LazyFrame` (one row per step; pushdown as in the module doc).
 
     `run` is a run path, a W&B run URL, a `Run`, or a local `.wandb` file / run directory.
     `keys` limits the columns (a nested parent selects its leaves; an unknown key raises
     `ConfigurationError` naming it) and never the rows. ``[min_step, max_step)`` bounds the steps.
+    Columns are named after their keys; ``engine="duckdb"`` makes the names DuckDB cannot hold safe
+    (see `column_names`).
 
     >>> from connector.rundata import MemoryRun, RunMeta
     >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "a": 1.0}, {"_step": 1, "b": "x"}])
     >>> scan_history(run, keys=["a"]).collect().to_dicts()
     [{'_step': 0, 'a': 1.0, '_extra': None}, {'_step': 1, 'a': None, '_extra': None}]
+    >>> odd = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "": 1.0, "a\x00b": "x\x00y"}])
+    >>> scan_history(odd).select("", "a\x00b").collect().rows()
+    [(1.0, 'x\x00y')]
+    >>> scan_history(odd, engine="duckdb").collect_schema().names()
+    ['_step', '(empty)', 'a␀b', '_extra']
     """
     resolved = resolve_run(run, api)
     reader = RunReader.for_run(resolved, keys, page_size)
-    schema = polars_schema(reader.plan.schema)
+    names = column_names(reader.plan.schema.names, engine=engine)
+    reader = replace(reader, rename={k: c for k, c in names.items() if k != c})
+    schema = _renamed(polars_schema(reader.plan.schema), names)
 
     def source(
         with_columns: list[str] | None,
@@ -306,6 +409,7 @@ def scan_histories(
     min_step: int | None = None,
     max_step: int | None = None,
     page_size: int = 1000,
+    engine: Engine = "polars",
 ) -> pl.LazyFrame:
     """Many runs' history as one `pl.LazyFrame`: ``entity, project, run_id, _step, ..., _extra``.
 
@@ -313,18 +417,26 @@ def scan_histories(
     runs in any form `scan_history` accepts. The schema is the union of the runs' columns (a run
     without a column has nulls there; a column whose type differs between runs is JSON text).
     Filters on ``entity``, ``project``, ``run_id`` (``==``, ``is_in``) skip runs without fetching them.
+    A key named like an identity column is the column ``<key>_1`` (see `column_names`, also for
+    ``engine="duckdb"``).
 
     >>> from connector.rundata import MemoryRun, RunMeta
     >>> a = MemoryRun(RunMeta("e", "p", "a"), rows=[{"_step": 0, "x": 1.0}])
     >>> b = MemoryRun(RunMeta("e", "p", "b"), rows=[{"_step": 0, "x": "one"}])
     >>> scan_histories([a, b]).select("run_id", "x").collect().rows()
     [('a', '1.0'), ('b', '"one"')]
+    >>> c = MemoryRun(RunMeta("e", "p", "c"), rows=[{"_step": 0, "run_id": "mine"}])
+    >>> scan_histories([c]).select("run_id", "run_id_1").collect().rows()
+    [('c', 'mine')]
     """
-    readers, columns = union_readers(list_runs(runs, api=api, filters=filters), keys, page_size)
-    identity = [pa.field(name, pa.string()) for name in IDENTITY]
+    listed = list_runs(runs, api=api, filters=filters)
+    readers, columns = union_readers(listed, keys, page_size)
     plan = SchemaPlan(tuple(columns))
-    arrow_schema = pa.schema(identity + list(plan.schema))
-    schema = polars_schema(arrow_schema)
+    names = column_names(plan.schema.names, reserved=IDENTITY, engine=engine)
+    rename = {k: c for k, c in names.items() if k != c}
+    readers = [replace(reader, rename=rename) for reader in readers]
+    identity = [(name, pl.String) for name in IDENTITY]
+    schema = pl.Schema(identity + list(_renamed(polars_schema(plan.schema), names).items()))
 
     def frames(
         needed: set[str] | None, push: Pushdown, limit: int | None

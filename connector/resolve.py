@@ -11,6 +11,7 @@ Every function that takes a run (`connector.polars`, `connector.duckdb`, the exp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +19,47 @@ from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .api import Api, Run
+    from .local import OnDamaged
+
+
+_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[^/\\]+$")
 
 
 def is_local_path(path: Any) -> bool:
-    """True for an existing file or folder, or a name ending in ``.wandb`` (never for URLs)."""
+    """True when `path` names something on disk rather than a W&B run (never for URLs).
+
+    True for a `pathlib.Path` (any `os.PathLike`), an existing file or folder, a name ending in
+    ``.wandb``, a name starting with ``./``, ``../``, ``~`` or a drive or holding a backslash, an
+    SDK run directory name (``offline-run-YYYYMMDD_HHMMSS-<id>``) anywhere in it, and an absolute
+    path whose top folder exists (``/tmp/...``, but not ``/acme/vision/abc123``). Such a path that does not exist then fails as
+    ``no such file or folder: <path>`` instead of being read as ``entity/project/run_id``.
+
+    >>> is_local_path("acme/vision/abc123"), is_local_path("https://wandb.ai/a/b/runs/c")
+    (False, False)
+    >>> is_local_path("./wandb"), is_local_path("run-abc.wandb"), is_local_path(Path("nowhere"))
+    (True, True, True)
+    """
     if not isinstance(path, str | os.PathLike):
         return False
     text = os.fspath(path)
-    if "://" in text or not text.strip():
+    if not isinstance(text, str) or "://" in text or not text.strip():
         return False
-    return text.endswith(".wandb") or Path(text).exists()
+    if not isinstance(path, str):
+        return True  # a Path object is never a run path
+    if text.endswith(".wandb") or text in (".", "..") or text.startswith(("./", "../", "~", ".\\", "..\\")):
+        return True
+    if "\\" in text or re.match(r"^[A-Za-z]:[\\/]", text):
+        return True
+    if any(_RUN_DIR.match(part) for part in text.split("/")):
+        return True
+    try:
+        local = Path(text)
+        if local.exists():
+            return True
+        # "/tmp/x/wandb" is a path; "/acme/vision/abc123" a run path with a leading slash
+        return local.is_absolute() and len(local.parts) > 1 and Path(*local.parts[:2]).is_dir()
+    except OSError:
+        return False
 
 
 def open_local(
@@ -36,21 +68,41 @@ def open_local(
     entity: str | None = None,
     project: str | None = None,
     skip_damaged: bool = False,
+    on_damaged: OnDamaged | None = None,
 ) -> list[Run]:
     """Every run found under a local path: a `wandb/` folder, a run directory or a `.wandb` file.
 
     Runs read from disk need no server and no API key; they offer the same `scan_history`,
-    `history` and `scan` as runs read over the API.
+    `history` and `scan` as runs read over the API. Damaged files follow `connector.local.load_runs`:
+    the first one raises `LocalFileError` naming it, unless ``on_damaged(file, error)`` is given, in
+    which case each is reported there and left out while every readable run is returned. A path that
+    does not exist raises `LocalFileError` (``no such file or folder: <path>``).
+
+    >>> open_local("wandb/nowhere")
+    Traceback (most recent call last):
+    ...
+    connector.local.discover.NoSuchPathError: no such file or folder: wandb/nowhere
     """
     from .api import Run
     from .local import load_runs
 
-    runs = load_runs(path, entity=entity, project=project, skip_damaged=skip_damaged)
+    runs = load_runs(
+        path, entity=entity, project=project, skip_damaged=skip_damaged, on_damaged=on_damaged
+    )
     return [Run.from_run_data(run) for run in runs]
 
 
 def open_local_run(path: str | os.PathLike[str], **options: Any) -> Run:
-    """The one run stored at a local path (a `.wandb` file or a run directory)."""
+    """The one run stored at a local path (a `.wandb` file or a run directory).
+
+    `options` are those of `open_local` (``entity``, ``project``, ``skip_damaged``, ``on_damaged``);
+    a path holding no readable run or several runs raises `ConfigurationError`.
+
+    >>> open_local_run(Path("wandb/nowhere/run-abc.wandb"))
+    Traceback (most recent call last):
+    ...
+    connector.local.discover.NoSuchPathError: no such file or folder: wandb/nowhere/run-abc.wandb
+    """
     runs = open_local(path, **options)
     if len(runs) != 1:
         ids = ", ".join(r.id for r in runs)

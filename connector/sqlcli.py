@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import ConfigurationError
+from . import errors
+from .errors import ConfigurationError, ConnectorError
 
 if TYPE_CHECKING:
     from .api import Api
@@ -39,6 +40,25 @@ def clean_error(message: str) -> str:
     "ConfigurationError: unknown key 'x'"
     """
     return _WRAPPED.sub("", message, count=1)
+
+
+def _typed_error(message: str) -> ConnectorError:
+    """The connector error a DuckDB message names (``TransportError: ...``), else a `ConfigurationError`.
+
+    DuckDB keeps only the text of an error raised by a Python source; its type decides the exit status.
+
+    >>> e = _typed_error("TransportError: gave up after 9s and 4 attempts: connection refused to x")
+    >>> type(e).__name__, e.exit_code, str(e)[:12]
+    ('TransportError', 3, 'gave up afte')
+    """
+    name, sep, rest = message.partition(": ")
+    cls = getattr(errors, name, None) if sep and name.isidentifier() else None
+    if isinstance(cls, type) and issubclass(cls, ConnectorError):
+        try:
+            return cls(rest)
+        except TypeError:
+            pass
+    return ConfigurationError(message)
 
 
 def run_sql(
@@ -66,7 +86,7 @@ def run_sql(
             relation = con.sql(query)
             table = relation.to_arrow_table() if relation is not None else None
         except duckdb.Error as exc:
-            raise ConfigurationError(clean_error(str(exc))) from exc
+            raise _typed_error(clean_error(str(exc))) from exc
         if table is None:
             return 0
         result = con.from_arrow(table)
@@ -113,6 +133,21 @@ def _write_file(result: Any, table: Any, fmt: str, output: str | None, out: Text
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _api(timeout: float) -> Api | None:
+    """``Api()`` from the environment retrying for at most `timeout` seconds per request.
+
+    None when the environment is unusable (a malformed ``WANDB_BASE_URL``): the macros then make
+    ``Api()`` at their first remote query and raise that error there, so local-only queries still run.
+    """
+    from .api import Api
+    from .transport import RetryPolicy
+
+    try:
+        return Api(retry=RetryPolicy(deadline=timeout))
+    except ConfigurationError:
+        return None
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `sql` sub-command (auto-loaded by `connector.cli`)."""
     p = sub.add_parser(
@@ -123,9 +158,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("query", help="the SQL to run, e.g. \"SELECT * FROM wandb_runs('e/p')\"")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of stdout")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to keep retrying an unreachable or failing W&B API before giving up "
+        "(exit 3; default 120)",
+    )
 
     def run(args: argparse.Namespace) -> int:
-        run_sql(args.query, fmt=args.format, output=args.output)
+        run_sql(args.query, fmt=args.format, output=args.output, api=_api(args.timeout))
         return 0
 
     p.set_defaults(func=run)

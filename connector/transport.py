@@ -1,9 +1,18 @@
-"""GraphQL over HTTP: one `requests` session, explicit timeouts, retries with tenacity, typed errors.
+"""GraphQL over HTTP: one `requests` session, explicit timeouts, bounded visible retries, typed errors.
 
 * ``POST {base_url}/graphql`` with ``Authorization: Basic base64("api:" + key)``.
+* The base URL is checked when the `Transport` is made: an ``http(s)://`` URL with a host, no
+  whitespace (`ConfigurationError` naming the value otherwise).
 * Retried: 429 (honouring ``Retry-After`` in seconds or as an HTTP date), 5xx except 501, connection
   errors, timeouts and truncated bodies; exponential backoff with jitter, at most `max_attempts`
-  attempts and `deadline` seconds overall. Not retried: 400, 401, 403, 404 and the other 4xx.
+  attempts, and never past `deadline` seconds: it gives up when the time spent plus the next wait
+  would pass it (``gave up after 30s and 6 attempts: connection refused to ...``). Each retry logs
+  one WARNING line ``retrying 2/20 in 2.1s: <why> (<operation>)``.
+* Not retried (raised at once): 401/403 (`AuthenticationError`), 404 (`NotFoundError`), the other 4xx
+  (`RequestError`; 405 is an `EndpointError`), 501 (`EndpointError`), any 3xx (`RedirectError`:
+  redirects are never followed, they would turn the POST into a GET), a 200 whose body is not a
+  GraphQL JSON answer (`NotGraphQLError`: an HTML page, say) and an unverifiable TLS certificate.
+  These misconfiguration errors are `ConfigurationError`s too.
 * A 200 answer with GraphQL ``errors`` raises `ProtocolError` carrying the server's messages.
 * Each body is read in one call (``raw.read()``): reading in small chunks convoys on the GIL when
   several pages are in flight.
@@ -12,6 +21,10 @@
 >>> t = Transport("http://127.0.0.1:9", "k" * 40)
 >>> "k" * 40 in repr(t)
 False
+>>> Transport("not a url", None)
+Traceback (most recent call last):
+...
+connector.errors.ConfigurationError: WANDB_BASE_URL 'not a url' is not a usable URL (it contains whitespace); expected e.g. https://api.wandb.ai or http://127.0.0.1:8080
 """
 
 from __future__ import annotations
@@ -19,37 +32,60 @@ from __future__ import annotations
 import base64
 import copy
 import email.utils
+import functools
+import http.client
 import logging
 import random
+import re
+import socket
+import ssl
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import orjson
 import requests
-import tenacity
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from . import __version__
 from .errors import (
     AuthenticationError,
+    ConfigurationError,
+    EndpointError,
     NotFoundError,
+    NotGraphQLError,
     ProtocolError,
     RateLimitedError,
+    RedirectError,
+    RequestError,
     ServerError,
     TransportError,
 )
 
 log = logging.getLogger("connector.transport")
 
-_NO_RETRY = {400, 401, 403, 404, 409, 410, 413, 422, 501}
+_ENDPOINT_STATUSES = {405, 501}  # the URL is there but is not a GraphQL endpoint
+_OPERATION = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)")
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
+_NETWORK_ERRORS = (
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to retry. The defaults follow the official client (about 20 tries within minutes)."""
+    """How hard to retry. The defaults follow the official client (about 20 tries within minutes).
+
+    `deadline` bounds one request, retries and waits included: no wait starts that would end past it.
+    """
 
     max_attempts: int = 20
     deadline: float = 300.0
@@ -72,10 +108,62 @@ class AttemptGate(Protocol):
 
 
 class _Retryable(Exception):
-    def __init__(self, error: TransportError, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
+    """One failed attempt worth retrying: the typed error to raise if it is the last, and why."""
+
+    def __init__(self, error: TransportError, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
         self.error = error
+        self.reason = reason
         self.retry_after = retry_after
+
+
+def check_base_url(url: Any, api_key: str | None = None) -> str:
+    """`url` without trailing slashes; `ConfigurationError` naming it unless it is an http(s) URL with a host.
+
+    >>> check_base_url("http://127.0.0.1:8080/")
+    'http://127.0.0.1:8080'
+    >>> check_base_url("api.wandb.ai")
+    Traceback (most recent call last):
+    ...
+    connector.errors.ConfigurationError: WANDB_BASE_URL 'api.wandb.ai' is not a usable URL (it needs http:// or https://); expected e.g. https://api.wandb.ai or http://127.0.0.1:8080
+    """
+    problem = None
+    if not isinstance(url, str) or not url:
+        problem = "it is empty"
+    elif any(c.isspace() for c in url):
+        problem = "it contains whitespace"
+    else:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            problem = "it needs http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host"
+        elif parts.query or parts.fragment or url.endswith(("?", "#")):
+            problem = "it has a query or a fragment"
+        else:
+            try:
+                parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+            except ValueError:
+                problem = "its port is not a number in 0..65535"
+    if problem:
+        shown = repr(url)
+        if api_key and api_key in shown:
+            shown = shown.replace(api_key, "***")
+        raise ConfigurationError(
+            f"WANDB_BASE_URL {shown} is not a usable URL ({problem}); "
+            "expected e.g. https://api.wandb.ai or http://127.0.0.1:8080"
+        )
+    return url.rstrip("/")
+
+
+def _without_password(url: str) -> str:
+    """`url` with the password of its user info (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -92,17 +180,49 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _server_message(body: bytes) -> str:
+    """The server's own words: GraphQL ``errors`` messages, an ``error`` string, an HTML title or text."""
     try:
         doc = orjson.loads(body)
         messages = [e.get("message", "") for e in doc.get("errors", [])]
         if messages:
-            return "; ".join(m for m in messages if m)
+            return _one_line("; ".join(m for m in messages if m), 1000)
         if isinstance(doc.get("error"), str):
-            return doc["error"]
+            return _one_line(doc["error"])
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         pass
-    return body[:200].decode("utf-8", "replace").strip()
+    if body.lstrip()[:1] == b"<":
+        title = _TITLE.search(body[:4096])
+        return f"an HTML page titled {_one_line(title[1].decode('utf-8', 'replace'))!r}" if title else "an HTML page"
+    return _one_line(body[:400].decode("utf-8", "replace"))
+
+
+@functools.lru_cache(maxsize=64)
+def _operation_of(query: str) -> str:
+    m = _OPERATION.search(query)
+    return m[1] if m else "GraphQL request"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and everything it wraps (causes, contexts, urllib3 reasons, exception arguments)."""
+    stack, seen = [exc], set()
+    while stack:
+        cur = stack.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        stack += [cur.__cause__, cur.__context__, getattr(cur, "reason", None)]  # type: ignore[list-item]
+        stack += [a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
 class Transport:
@@ -117,8 +237,9 @@ class Transport:
         retry: RetryPolicy | None = None,
         pool_size: int = 16,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url, api_key)
         self.endpoint = f"{self.base_url}/graphql"
+        self._shown = _without_password(self.base_url)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._auth = (
@@ -131,7 +252,7 @@ class Transport:
         self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Transport(base_url={self.base_url!r}, authenticated={self._auth is not None})"
+        return f"Transport(base_url={self._shown!r}, authenticated={self._auth is not None})"
 
     def with_gate(self, gate: AttemptGate) -> Transport:
         """A copy of this transport (same server, key, timeouts, retries) whose attempts pass `gate`."""
@@ -174,38 +295,55 @@ class Transport:
         body = orjson.dumps(
             {"query": query, "variables": variables or {}, "operationName": operation_name}
         )
+        label = operation_name or _operation_of(query)
         policy = self.retry
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            stop=tenacity.stop_after_attempt(policy.max_attempts)
-            | tenacity.stop_after_delay(policy.deadline),
-            wait=self._wait,
-            reraise=True,
-            before_sleep=self._before_sleep,
-        )
-        try:
-            return retrying(self._attempt, body, operation_name)
-        except _Retryable as exhausted:
-            raise exhausted.error from None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(body, label, self._attempt_timeout(started))
+            except _Retryable as exc:
+                failure = exc
+            elapsed = time.monotonic() - started
+            wait = self._wait(failure, attempt)
+            if attempt >= policy.max_attempts or elapsed + wait > policy.deadline:
+                error = failure.error
+                tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
+                raise type(error)(
+                    f"gave up after {_seconds(elapsed)} and {tries}: {failure.reason} ({label})",
+                    status=error.status,
+                ) from failure.__cause__
+            with self._stats_lock:
+                self.stats["retries"] += 1
+            log.warning(
+                "retrying %d/%d in %.1fs: %s (%s)",
+                attempt + 1, policy.max_attempts, wait, failure.reason, label,
+            )  # fmt: skip
+            time.sleep(wait)
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self.retry.max_retry_after)
-        base = self.retry.initial_wait * 2 ** (state.attempt_number - 1)
+    def _attempt_timeout(self, started: float) -> tuple[float, float]:
+        """This attempt's (connect, read) timeouts, cut to what is left of the deadline (at least 1s)."""
+        if isinstance(self.timeout, tuple):
+            connect, read = self.timeout
+        else:
+            connect = read = float(self.timeout)
+        left = max(1.0, self.retry.deadline - (time.monotonic() - started))
+        return min(connect, left), min(read, left)
+
+    def _wait(self, failure: _Retryable, attempt: int) -> float:
+        if failure.retry_after is not None:
+            return min(failure.retry_after, self.retry.max_retry_after)
+        base = self.retry.initial_wait * 2 ** (attempt - 1)
         return min(self.retry.max_wait, base) * (1 + 0.25 * random.random())
 
-    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
-        with self._stats_lock:
-            self.stats["retries"] += 1
-        exc = state.outcome.exception() if state.outcome else None
-        log.info("retrying %s after: %s", self.endpoint, exc)
-
-    def _attempt(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
+    def _attempt(
+        self, body: bytes, label: str, timeout: tuple[float, float]
+    ) -> tuple[dict[str, Any], bytes]:
         gate = self.gate
         with gate.slot() if gate is not None else nullcontext():
             try:
-                result = self._attempt_once(body, operation_name)
+                result = self._attempt_once(body, label, timeout)
             except _Retryable as exc:
                 throttled = isinstance(exc.error, RateLimitedError) or (
                     isinstance(exc.error, ServerError) and exc.error.status == 503
@@ -217,63 +355,138 @@ class Transport:
             gate.on_success()
         return result
 
-    def _attempt_once(self, body: bytes, operation_name: str) -> tuple[dict[str, Any], bytes]:
-        label = operation_name or "GraphQL request"
+    def _attempt_once(
+        self, body: bytes, label: str, timeout: tuple[float, float]
+    ) -> tuple[dict[str, Any], bytes]:
         try:
             response = self._session().post(
-                self.endpoint, data=body, timeout=self.timeout, stream=True
+                self.endpoint, data=body, timeout=timeout, stream=True, allow_redirects=False
             )
             try:
                 content = response.raw.read(decode_content=True)
             finally:
                 response.close()
-        except requests.exceptions.Timeout as exc:
-            raise _Retryable(TransportError(f"{label}: timed out talking to {self.base_url}")) from exc
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise _Retryable(
-                TransportError(f"{label}: connection to {self.base_url} failed ({type(exc).__name__})")
-            ) from exc
-        except Exception as exc:  # urllib3 ProtocolError / IncompleteRead on truncated bodies
-            raise _Retryable(
-                TransportError(f"{label}: truncated answer from {self.base_url} ({type(exc).__name__})")
-            ) from exc
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
+            raise ConfigurationError(f"WANDB_BASE_URL {self._shown} cannot be used: {exc}") from exc
+        except _NETWORK_ERRORS as exc:
+            self._raise_network_error(exc, label)
         status = response.status_code
         with self._stats_lock:
             self.stats["requests"] += 1
             self.stats["bytes"] += len(content)
+        if 300 <= status < 400:
+            self._raise_redirect(status, response.headers.get("Location"), label)
         if status != 200:
             self._raise_for_status(status, content, response.headers.get("Retry-After"), label)
         declared = response.headers.get("Content-Length", "")
         encoded = response.headers.get("Content-Encoding")
         if declared.isdigit() and int(declared) != len(content) and not encoded:
-            raise _Retryable(TransportError(f"{label}: truncated answer from {self.base_url}"))
+            reason = f"truncated answer from {self._shown}"
+            raise _Retryable(TransportError(reason), reason)
         try:
             doc = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise _Retryable(
-                ProtocolError(f"{label}: answer from {self.base_url} is not JSON", status=status)
-            ) from exc
-        if not isinstance(doc, dict):
-            raise ProtocolError(f"{label}: answer from {self.base_url} is not a JSON object")
+        except orjson.JSONDecodeError:
+            kind = response.headers.get("Content-Type") or "no Content-Type"
+            raise NotGraphQLError(
+                f"the server at {self._shown} did not answer JSON (HTTP 200, {kind}, "
+                f"{_server_message(content) or 'an empty body'}); is WANDB_BASE_URL the W&B API? ({label})",
+                status=status,
+            ) from None
+        if not isinstance(doc, dict) or ("data" not in doc and not doc.get("errors")):
+            raise NotGraphQLError(
+                f"the server at {self._shown} answered JSON that is not a GraphQL answer (no 'data'); "
+                f"is WANDB_BASE_URL the W&B API? ({label})",
+                status=status,
+            )
         if doc.get("errors"):
-            raise ProtocolError(f"{label}: server error: {_server_message(content)}", status=200)
-        if "data" not in doc:
-            raise ProtocolError(f"{label}: answer from {self.base_url} has no 'data'")
+            raise ProtocolError(f"server error: {_server_message(content)} ({label})", status=200)
         return doc["data"], content
 
+    def _raise_network_error(self, exc: BaseException, label: str) -> NoReturn:
+        """Classify a failed exchange: retried, except an unverifiable TLS certificate."""
+        shown = self._shown
+        causes = list(_causes(exc))
+
+        def has(*types: type[BaseException]) -> bool:
+            return any(isinstance(c, types) for c in causes)
+
+        for cause in causes:
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                why = _one_line(cause.verify_message or str(cause))
+                raise EndpointError(
+                    f"the TLS certificate of {shown} could not be verified ({why}); check "
+                    f"WANDB_BASE_URL or REQUESTS_CA_BUNDLE ({label})"
+                ) from exc
+        if has(ConnectionRefusedError):
+            reason = f"connection refused to {shown}"
+        elif has(socket.gaierror, urllib3.exceptions.NameResolutionError):
+            reason = f"cannot resolve the host of {shown}"
+        elif has(ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            reason = f"connection reset by {shown}"
+        elif has(urllib3.exceptions.NewConnectionError):  # before timeouts: it subclasses one
+            errors = [c.strerror for c in causes if isinstance(c, OSError) and c.strerror]
+            reason = f"cannot connect to {shown}" + (f" ({errors[0].lower()})" if errors else "")
+        elif has(
+            requests.exceptions.Timeout,
+            urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.ConnectTimeoutError,
+            TimeoutError,
+        ):
+            reason = f"timed out talking to {shown}"
+        elif has(
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.DecodeError,
+            http.client.IncompleteRead,
+            requests.exceptions.ChunkedEncodingError,
+        ):
+            reason = f"truncated answer from {shown}"
+        else:
+            reason = f"connection to {shown} failed ({type(exc).__name__})"
+        raise _Retryable(TransportError(reason), reason) from exc
+
+    def _raise_redirect(self, status: int, location: str | None, label: str) -> NoReturn:
+        if not location:
+            raise RedirectError(
+                f"WANDB_BASE_URL {self._shown} answers HTTP {status} (a redirect without a Location) "
+                f"to POST /graphql; use the final URL ({label})",
+                status=status,
+            )
+        target = _without_password(urljoin(self.endpoint, location))
+        hint = "use the final URL"
+        if target.split("?", 1)[0].rstrip("/").endswith("/graphql"):
+            hint += f": WANDB_BASE_URL={target.split('?', 1)[0].rstrip('/')[: -len('/graphql')]}"
+        raise RedirectError(
+            f"WANDB_BASE_URL {self._shown} redirects to {_one_line(target)} (HTTP {status} on POST "
+            f"/graphql; redirects are not followed); {hint} ({label})",
+            status=status,
+        )
+
     def _raise_for_status(self, status: int, content: bytes, retry_after: str | None, label: str) -> None:
-        message = f"{label}: HTTP {status} from {self.base_url}"
+        message = f"HTTP {status} from {self._shown}"
         detail = _server_message(content)
         if detail:
             message += f": {detail}"
         if status in (401, 403):
             raise AuthenticationError(
-                message + " (check WANDB_API_KEY / the api_key argument)", status=status
+                f"{message} ({label}); check WANDB_API_KEY / ~/.netrc / the api_key argument",
+                status=status,
             )
         if status == 404:
-            raise NotFoundError(message, status=status)
-        if status in _NO_RETRY:
-            raise TransportError(message, status=status)
+            raise NotFoundError(f"{message} ({label})", status=status)
+        if status in _ENDPOINT_STATUSES:
+            raise EndpointError(
+                f"{message}: {self._shown}/graphql does not take GraphQL POSTs; is WANDB_BASE_URL the "
+                f"W&B API? ({label})",
+                status=status,
+            )
         if status == 429:
-            raise _Retryable(RateLimitedError(message, status=status), _retry_after_seconds(retry_after))
-        raise _Retryable(ServerError(message, status=status), _retry_after_seconds(retry_after))
+            raise _Retryable(
+                RateLimitedError(message, status=status), message, _retry_after_seconds(retry_after)
+            )
+        if 400 <= status < 500:
+            raise RequestError(f"{message} ({label})", status=status)
+        raise _Retryable(ServerError(message, status=status), message, _retry_after_seconds(retry_after))

@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     keys VARCHAR,
     layout VARCHAR,
     chunk_steps BIGINT,
+    min_step BIGINT,
     updated_at VARCHAR,
     PRIMARY KEY (entity, project, run_id, stream, key_set)
 );

@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     keys TEXT,
     layout TEXT,
     chunk_steps BIGINT,
+    min_step BIGINT,
     updated_at TEXT,
     PRIMARY KEY (entity, project, run_id, stream, key_set)
 );

@@ -1,5 +1,5 @@
--- The runs table (DuckDB): one row of metadata per run. Columns match connector.runs_table.RUNS_SCHEMA.
-CREATE TABLE IF NOT EXISTS runs (
+-- The runs table (DuckDB): one row of metadata per run ({table} is the quoted table name). Columns match connector.runs_table.RUNS_SCHEMA.
+CREATE TABLE IF NOT EXISTS {table} (
     entity VARCHAR NOT NULL,
     project VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,

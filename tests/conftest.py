@@ -83,3 +83,19 @@ def sdk_env(tmp_path: Path) -> dict[str, str]:
     env = offline_sdk_env(tmp_path / "sdk-home")
     env.pop("WANDB_MODE")  # online: the SDK talks to an emulator
     return env
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaos", "export chaos test (tests/test_export_chaos.py)")
+    group.addoption(
+        "--chaos-long",
+        action="store_true",
+        default=False,
+        help="run the export chaos test longer: more steps, more kill -9, several seeds",
+    )
+    group.addoption(
+        "--chaos-seed",
+        type=int,
+        default=None,
+        help="run the export chaos test with this one seed (the seeds are printed by the test)",
+    )

@@ -1,8 +1,8 @@
-"""Unit tests of the export's parts: destinations, plans, limiter, tables, name map, progress, CLI."""
+"""Unit tests of the export's parts: destinations, plans, limiter, tables, name map, CLI (progress:
+test_export_progress.py)."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
@@ -14,7 +14,6 @@ from connector.errors import ConfigurationError
 from connector.export.checkpoint import JsonStateStore, StateKey, StreamState, key_set_id
 from connector.export.limiter import AimdLimiter
 from connector.export.plan import ExportOptions, aligned_chunks, plan_run
-from connector.export.progress import Progress
 from connector.export.sinks.dest import parse_destination, redact_url
 from connector.export.sinks.postgres import column_identifier
 from connector.export.tables import conform, mark_json_columns, to_long, with_run_columns
@@ -125,24 +124,6 @@ def test_postgres_identifiers_never_collide():
     ia, ib = column_identifier(a), column_identifier(b)
     assert ia != ib and len(ia.encode()) <= 63 and len(ib.encode()) <= 63
     assert column_identifier("é" * 40).encode().__len__() <= 63
-
-
-def test_progress_renders_rows_rate_and_eta_on_a_tty():
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    out = Tty()
-    p = Progress(stream=out, hz=1000)
-    p.planned(2, 200)
-    p.run_started("e/p/r1", 100)
-    time.sleep(0.01)
-    p.rows("e/p/r1", 50)
-    text = out.getvalue()
-    assert "e/p/r1" in text and "50 rows" in text and "ETA" in text and "rows/s" in text
-    quiet = Progress(stream=Tty(), quiet=True)
-    quiet.rows("x", 1)
-    assert quiet.stream.getvalue() == ""
 
 
 def test_memory_runs_export_without_a_server(tmp_path):

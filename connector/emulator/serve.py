@@ -16,8 +16,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigurationError
 from .server import DEFAULT_API_KEY, Emulator
 from .synthetic import SyntheticSpec, synthetic_runs
+
+MIN_API_KEY_LENGTH = 40
 
 
 def load_local_runs(
@@ -31,7 +34,13 @@ def load_local_runs(
             f"cannot serve {path!r}: the local .wandb reader (connector.local.load_runs) is not available"
         ) from exc
     names = {k: v for k, v in (("entity", entity), ("project", project)) if v}
-    return list(load_runs(path, **names))
+    try:
+        return list(load_runs(path, **names))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(
+            f"cannot serve {path!r}: no such file or directory (expected a .wandb file, a run "
+            "directory or a wandb/ folder)"
+        ) from exc
 
 
 def serve(
@@ -53,7 +62,15 @@ def serve(
     `warm` pre-encodes every row before binding (benchmarks).
 
     Returns the (stopped) emulator when the server ends; with ``_block=False`` returns it running.
+    A bad port, spec, key or path, or an address in use, raises `ConfigurationError` before serving.
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"--port must be in 0..65535 (0 picks a free port), got {port!r}")
+    if api_key is not None and len(api_key) < MIN_API_KEY_LENGTH:
+        raise ConfigurationError(
+            f"--api-key must be at least {MIN_API_KEY_LENGTH} characters (got {len(api_key)}), "
+            "as W&B keys are"
+        )
     runs: list[Any] = []
     for spec in synthetic:
         runs.extend(synthetic_runs(SyntheticSpec.parse(spec)))
@@ -66,7 +83,11 @@ def serve(
     emu = Emulator(runs, api_key=api_key)
     if warm:
         emu.warm()
-    emu.start(host=host, port=port)
+    try:
+        emu.start(host=host, port=port)
+    except OSError as exc:  # address in use, a host that is not local, an unknown host name
+        why = exc.strerror or str(exc)
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {why}") from exc
     hint = (
         f"API key: {emu.api_key}"
         if emu.api_key == DEFAULT_API_KEY

@@ -63,6 +63,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..rundata import RunMeta
 from ..values import history_keys_from_rows
 
@@ -78,6 +79,7 @@ _SIMPLE_FLOATS = {  # slot key -> (scale, offset) of ``offset + scale * u``
     "gpu_mem_gb": (4.0, 10.0), "f1": (0.6, 0.3),
 }  # fmt: skip
 _MASK64 = (1 << 64) - 1
+SPEC_FORM = "entity/project:runs=R,steps=N,keys=K[,seed=S], e.g. acme/demo:runs=3,steps=1000,keys=20"
 _SPEC = re.compile(r"^(?P<entity>[^/\s:]+)/(?P<project>[^/\s:]+):(?P<opts>.+)$")
 
 
@@ -105,30 +107,37 @@ class SyntheticSpec:
     def parse(cls, text: str) -> SyntheticSpec:
         """Parse ``entity/project:runs=R,steps=N,keys=K[,seed=S]`` (every option has a default).
 
+        A bad spec raises `ConfigurationError` (a `ValueError`) naming the part that is wrong.
+
         >>> SyntheticSpec.parse("e/p:runs=2,steps=100,keys=5")
         SyntheticSpec(entity='e', project='p', runs=2, steps=100, keys=5, seed=0)
+        >>> SyntheticSpec.parse("e/p:runs=two")
+        Traceback (most recent call last):
+        ...
+        connector.errors.ConfigurationError: synthetic spec 'e/p:runs=two': runs='two' is not an integer; expected entity/project:runs=R,steps=N,keys=K[,seed=S], e.g. acme/demo:runs=3,steps=1000,keys=20
         """
+
+        def bad(why: str) -> ConfigurationError:
+            return ConfigurationError(f"synthetic spec {text!r}: {why}; expected {SPEC_FORM}")
+
         m = _SPEC.match(text.strip())
         if not m:
-            raise ValueError(
-                f"synthetic spec {text!r} is not of the form entity/project:runs=R,steps=N,keys=K[,seed=S]"
-            )
+            head, colon, _ = text.strip().partition(":")
+            if not colon:
+                raise bad("no ':' before the options")
+            raise bad(f"{head!r} before ':' is not entity/project")
         opts: dict[str, int] = {}
         for part in m["opts"].split(","):
-            name, _, value = part.partition("=")
-            name = name.strip()
-            if (
-                name not in ("runs", "steps", "keys", "seed")
-                or not value.strip().lstrip("-").isdigit()
-            ):
-                raise ValueError(
-                    f"synthetic spec {text!r}: bad option {part!r} (runs, steps, keys, seed)"
-                )
+            name, eq, value = (x.strip() for x in part.partition("="))
+            if name not in ("runs", "steps", "keys", "seed"):
+                raise bad(f"unknown option {name or part!r} (runs, steps, keys, seed)")
+            if not eq or not value.lstrip("-").isdigit():
+                raise bad(f"{name}={value!r} is not an integer")
             opts[name] = int(value)
-        spec = cls(m["entity"], m["project"], **opts)
-        if spec.runs < 0 or spec.steps < 0 or spec.keys < 0:
-            raise ValueError(f"synthetic spec {text!r}: runs, steps and keys must be >= 0")
-        return spec
+        for name in ("runs", "steps", "keys"):
+            if opts.get(name, 0) < 0:
+                raise bad(f"{name}={opts[name]} is negative (must be >= 0)")
+        return cls(m["entity"], m["project"], **opts)
 
 
 def _mix(x: int) -> int:

@@ -3,10 +3,15 @@
 A watermark is the **last step committed** for ``(entity, project, run_id, stream, key_set)``:
 every step ``s`` with ``min_step <= s <= watermark`` is in the destination, and the next export of
 that run starts at ``watermark + 1`` (inclusive), exactly like ``--min-step``. ``stream`` is
-``"history"`` (the step-indexed history) or ``"events"`` (system metrics), whose watermark is the
-last ``_timestamp`` committed instead of a step (see `connector.export.runner` for what that stream
+``"history"`` (the step-indexed history, wide layout), ``"history_long"`` (the same history in the
+long layout: another table, so its own watermark) or ``"events"`` (system metrics), whose watermark
+is the last ``_timestamp`` committed instead of a step (see `connector.export.runner` for what that stream
 can and cannot guarantee). ``key_set`` is ``"*"`` for all keys, else a stable hash of the sorted
 ``--keys`` (`key_set_id`), so exporting other columns later does not reuse the wrong watermark.
+
+A state covers the contiguous step range ``[min_step, watermark]``: an export asked for a lower
+``--min-step`` later first fills ``[new min_step, min_step)``, chunk by chunk from the top down, so
+the covered range stays contiguous after every commit.
 
 Besides the watermark a state records what the run looked like when it was committed
 (``last_step``, ``line_count``, ``run_state``): a later export that sees the last step or the history
@@ -40,7 +45,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-HISTORY, EVENTS = "history", "events"
+HISTORY, HISTORY_LONG, EVENTS = "history", "history_long", "events"
+STEP_STREAMS = (HISTORY, HISTORY_LONG)
 ALL_KEYS = "*"
 CRASH_ENV = "WANDB_HISTORY_CRASH_AT"
 
@@ -82,6 +88,7 @@ class StreamState:
     keys: tuple[str, ...] | None = None
     layout: str = "wide"
     chunk_steps: int | None = None
+    min_step: int | None = None  # first step of the covered range (None: 0, states before it existed)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def evolve(self, **changes: Any) -> StreamState:
@@ -151,11 +158,20 @@ class JsonStateStore:
         if self._states is None:
             self._states = {}
             if self.path.exists():
-                doc = json.loads(self.path.read_text(encoding="utf-8"))
-                self.meta = dict(doc.get("meta") or {})
-                for obj in doc.get("states", []):
-                    state = StreamState.from_json(obj)
-                    self._states[state.key] = state
+                try:
+                    doc = json.loads(self.path.read_text(encoding="utf-8"))
+                    self.meta = dict(doc.get("meta") or {})
+                    for obj in doc.get("states", []):
+                        state = StreamState.from_json(obj)
+                        self._states[state.key] = state
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    self._states = None
+                    from ..errors import DestinationError
+
+                    raise DestinationError(
+                        f"{self.path} is not a readable export state file ({type(exc).__name__}: {exc}); "
+                        "move it away to export from scratch"
+                    ) from None
         return self._states
 
     def commit(self, states: Iterable[StreamState], meta: dict[str, Any] | None = None) -> None:

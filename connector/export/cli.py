@@ -18,8 +18,11 @@ printed (progress, ``--dry-run``, ``--json``) holds the key or a database passwo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import shlex
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -56,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--page-size", type=int, default=1000, help="rows per API page (default 1000)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a run, key or project that does not exist is not an error (default: exit 2 with a 'did you mean')")
+    p.add_argument("--skip-damaged", action="store_true",
+                   help="local sources: export every readable run and report damaged .wandb files (exit 0)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="how long to keep retrying an unreachable or failing W&B API before giving up (exit 3; default 120)")
     p.set_defaults(func=run)
 
 
@@ -82,15 +90,109 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "dry_run": args.dry_run,
         "running_lag": args.running_lag,
         "page_size": args.page_size,
+        "allow_missing": args.allow_missing,
+        "skip_damaged": args.skip_damaged,
     }
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _redact_arg(arg: str) -> str:
+    """A command-line argument with the password of any URL in it replaced by ``***``."""
+    from .sinks.dest import redact_url
+
+    if "://" not in arg:
+        return arg
+    if arg.startswith("--") and "=" in arg:
+        option, _, value = arg.partition("=")
+        return f"{option}={redact_url(value)}"
+    return redact_url(arg)
+
+
+def resume_command(argv: Sequence[str]) -> str | None:
+    """The command that resumes an export, rebuilt from its arguments (``sys.argv[1:]``).
+
+    Only the arguments are used, never the environment; a URL's password is shown as ``***``.
+    Options before ``export`` (``-v``) are kept. None when `argv` is not an ``export`` command line
+    (the export was started from Python).
+
+    >>> print(resume_command(["export", "e/p", "--to", "postgresql://u:pw@h/db", "--filter", '{"a": 1}']))
+    wandb-history export e/p --to 'postgresql://u:***@h/db' --filter '{"a": 1}'
+    >>> print(resume_command(["-v", "export", "e/p", "--to", "d b.duckdb"]))
+    wandb-history -v export e/p --to 'd b.duckdb'
+    >>> resume_command(["-m", "pytest"]) is None
+    True
+    """
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command != "export":
+        return None
+    return "wandb-history " + shlex.join(_redact_arg(a) for a in argv)
+
+
+def interrupt_message(summary: Any, argv: Sequence[str]) -> list[str]:
+    """The lines printed on Ctrl-C: what was committed and how to resume.
+
+    >>> from types import SimpleNamespace as S
+    >>> for line in interrupt_message(S(rows=1400, chunks=2, runs_exported=1, runs_up_to_date=0),
+    ...                               ["export", "demo/mnist", "--to", "d b.duckdb"]):
+    ...     print(line)
+    interrupted: committed 1,400 rows in 2 chunks (1 run complete); nothing committed was lost
+    resume with: wandb-history export demo/mnist --to 'd b.duckdb'
+    """
+    if summary is None:
+        lines = ["interrupted before the export started; nothing was committed"]
+    else:
+        done = int(getattr(summary, "runs_exported", 0)) + int(getattr(summary, "runs_up_to_date", 0))
+        lines = [
+            f"interrupted: committed {_plural(summary.rows, 'row')} in {_plural(summary.chunks, 'chunk')} "
+            f"({_plural(done, 'run')} complete); nothing committed was lost"
+        ]
+    command = resume_command(argv)
+    if command is None:
+        lines.append("resume with: the same export (it continues from the last committed chunk)")
+        return lines
+    lines.append(f"resume with: {command}")
+    if "***" in command and not any("***" in a for a in argv):
+        lines.append("  (the password is shown as ***: put it back, or leave it out and set PGPASSWORD)")
+    return lines
+
+
+def report_interrupt(exc: KeyboardInterrupt, *, as_json: bool, argv: Sequence[str] | None = None) -> int:
+    """Print what an interrupted export committed and how to resume it (stderr; with `as_json` also
+    the partial summary on stdout); return the exit status 130. `exc` is `runner.ExportInterrupted`
+    once the export has started: it carries ``.summary``."""
+    summary = getattr(exc, "summary", None)
+    for line in interrupt_message(summary, sys.argv[1:] if argv is None else argv):
+        print(line, file=sys.stderr)
+    if as_json:
+        data = summary.to_dict() if summary is not None else {"interrupted": True}
+        print(json.dumps(data, indent=1, sort_keys=True))
+    return 130
+
+
+def _reports_interrupt(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`func`, with Ctrl-C reported by `report_interrupt` (exit status 130)."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except KeyboardInterrupt as exc:
+            return report_interrupt(exc, as_json=bool(getattr(args, "json", False)))
+
+    return wrapper
+
+
+@_reports_interrupt
 def run(args: argparse.Namespace) -> int:
+    from ..transport import RetryPolicy
     from . import export
     from .progress import Progress
 
     progress = Progress(quiet=args.quiet or args.json)
-    summary = export(args.sources, args.to, progress=progress, **_options(args))
+    summary = export(args.sources, args.to, progress=progress, retry=RetryPolicy(deadline=args.timeout), **_options(args))
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
     elif args.dry_run:
@@ -110,19 +212,31 @@ def _print_plan(summary: Any) -> None:
             print(f"      {note}")
     for path in summary.deleted_upstream:
         print(f"  {path:<40} deleted upstream (its data is kept)")
+    chunks = sum(item["chunks"] for item in summary.plan)
+    rows = sum(item["estimated_rows"] for item in summary.plan)
+    print(f"total: {_plural(len(summary.plan), 'run')}, {_plural(chunks, 'chunk')}, ~{_plural(rows, 'row')}")
+
+
+def _first_line(text: Any) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def _print_summary(summary: Any) -> None:
     err = sys.stderr
+    failed = f"; {len(summary.failed)} failed (re-run the same command to retry them)" if summary.failed else ""
     print(
-        f"exported {summary.rows:,} rows in {summary.chunks} chunks from {summary.runs} runs to "
+        f"exported {_plural(summary.rows, 'row')} in {_plural(summary.chunks, 'chunk')} from "
+        f"{_plural(summary.runs, 'run')} to "
         f"{summary.destination} in {summary.elapsed_s:.1f}s ({summary.rows_per_s:,.0f} rows/s); "
-        f"{summary.runs_up_to_date} up to date",
+        f"{summary.runs_up_to_date} up to date{failed}",
         file=err,
     )
     for path in summary.rewound:
         print(f"  re-exported (rewound upstream): {path}", file=err)
     for path in summary.deleted_upstream:
         print(f"  deleted upstream, data kept: {path}", file=err)
+    for path, reason in getattr(summary, "skipped", {}).items():
+        print(f"  skipped {path}: {_first_line(reason)}", file=err)
     for path, error in summary.failed.items():
-        print(f"  FAILED {path}: {error}", file=err)
+        print(f"  FAILED {path}: {_first_line(error)}", file=err)

@@ -21,7 +21,7 @@ with the data:
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "x": 1.0} for i in range(25)])
 >>> marks = {}
 >>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)], marks
-([10, 10, 5], {'e/p/r|*': {'watermark': 24, 'last_step': 24, 'line_count': 25, 'run_state': 'finished'}})
+([10, 10, 5], {'e/p/r|*': {'watermark': 24, 'min_step': 0, 'last_step': 24, 'line_count': 25, 'run_state': 'finished'}})
 >>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)]
 []
 """
@@ -36,8 +36,8 @@ import pyarrow as pa
 from ..scan import HistoryScan
 from .checkpoint import StreamState
 from .plan import ExportOptions, plan_run, run_columns
-from .sources import Missing, iter_runs
-from .tables import with_run_columns
+from .sources import Damaged, Missing, iter_runs
+from .tables import name_columns, with_run_columns
 
 if TYPE_CHECKING:
     from ..api import Api
@@ -60,7 +60,7 @@ def iter_history_tables(
     opts = ExportOptions(**options)
     factory = limited_api(api, AimdLimiter(opts.concurrency), None)
     for run in iter_runs(list(sources), factory, filters=opts.filters, run_states=opts.run_states, run_ids=opts.run_ids):
-        if isinstance(run, Missing):
+        if isinstance(run, Missing | Damaged):
             continue
         mark_key = f"{run.entity}/{run.project}/{run.id}|{opts.key_set}"
         saved = watermarks.get(mark_key)
@@ -76,13 +76,14 @@ def iter_history_tables(
                 max_step=window.hi,
                 page_size=opts.page_size,
                 concurrency=opts.concurrency,
-                _state={"history_keys": run.history_keys},
+                known_keys=run.history_keys,
             )
-            table = with_run_columns(scan.to_arrow(), run.entity, run.project, run.id)
+            table = with_run_columns(name_columns(scan.to_arrow())[0], run.entity, run.project, run.id)
             if table.num_rows:
                 yield table
             watermarks[mark_key] = {
-                "watermark": window.hi - 1,
+                "watermark": window.watermark,
+                "min_step": window.min_step,
                 "last_step": plan.last_step,
                 "line_count": plan.line_count,
                 "run_state": run.state,

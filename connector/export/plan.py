@@ -10,6 +10,8 @@ action         when, and what is fetched
 ``append``     ``[watermark + 1, stop)`` — only the steps after the watermark
 ``lag``        the run is ``running`` (now, or at the last commit): ``[watermark + 1 - lag, stop)``;
                re-read rows are merged on (run, ``_step``), so nothing is duplicated
+``backfill``   ``--min-step`` is below the committed range ``[covered, watermark]``: first
+               ``[min_step, covered)``, chunk by chunk from the top down (merged), then as above
 ``rewound``    the last step or the line count went **down** since the last commit: the run's rows
                are deleted and it is exported again from ``min_step``
 ``up-to-date`` nothing to fetch
@@ -18,7 +20,12 @@ action         when, and what is fetched
 ``stop = min(max_step, lastStep + 1)`` (``max_step`` exclusive). Chunks are aligned on multiples of
 ``chunk_steps`` (chunk ``k`` covers ``[k*chunk_steps, (k+1)*chunk_steps)``, clipped to the range),
 so a chunk's name is the same on every run and resume — the Parquet sink relies on it. The
-watermark after a chunk ``[lo, hi)`` is ``hi - 1``.
+watermark after a chunk ``[lo, hi)`` is ``max(watermark, hi - 1)``: it never goes down.
+
+Options that shape rows are part of the state's identity or recorded in it, so a changed option is
+never taken for "up to date": ``--keys`` selects the key set (each has its own watermark; rows of
+every key set merge into one row per (run, ``_step``)), ``--layout`` the stream (``history`` or
+``history_long``: another table), and the covered range remembers ``--min-step``.
 
 >>> [(c.lo, c.hi) for c in aligned_chunks(2500, 12000, 5000)]
 [(2500, 5000), (5000, 10000), (10000, 12000)]
@@ -32,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..source import Window
-from .checkpoint import HISTORY, StateKey, StreamState, key_set_id
+from .checkpoint import HISTORY, HISTORY_LONG, StateKey, StreamState, key_set_id
 
 if TYPE_CHECKING:
     from ..api import Run
@@ -59,6 +66,8 @@ class ExportOptions:
     filters: dict[str, Any] | None = None
     run_states: tuple[str, ...] = ()
     run_ids: tuple[str, ...] = ()
+    allow_missing: bool = False
+    skip_damaged: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -82,6 +91,11 @@ class ExportOptions:
     def key_set(self) -> str:
         return key_set_id(self.keys)
 
+    @property
+    def stream(self) -> str:
+        """The state stream of the history in this layout (each layout is a table of its own)."""
+        return HISTORY if self.layout == "wide" else HISTORY_LONG
+
 
 def aligned_chunks(start: int, stop: int, chunk_steps: int) -> list[Window]:
     """Split ``[start, stop)`` on multiples of `chunk_steps`."""
@@ -99,6 +113,23 @@ def run_last_step(run: Run) -> int:
     return last if isinstance(last, int) else -1
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One step range to fetch and the covered range ``[min_step, watermark]`` committed with it."""
+
+    window: Window
+    min_step: int
+    watermark: int
+
+    @property
+    def lo(self) -> int:
+        return self.window.lo
+
+    @property
+    def hi(self) -> int:
+        return self.window.hi
+
+
 @dataclass
 class RunPlan:
     """What one run needs, for the history stream."""
@@ -109,7 +140,7 @@ class RunPlan:
     action: str
     start: int
     stop: int
-    chunks: list[Window]
+    chunks: list[Chunk]
     last_step: int
     line_count: int | None
     chunk_steps: int
@@ -124,13 +155,9 @@ class RunPlan:
         """Rows expected (the line count scaled to the fetched share of the step span)."""
         if not self.chunks:
             return 0
-        span = max(1, self.last_step + 1 - self.run_first_step)
-        share = min(1.0, (self.stop - self.start) / span)
-        return int(round((self.line_count or 0) * share))
-
-    @property
-    def run_first_step(self) -> int:
-        return 0
+        span = max(1, self.last_step + 1)
+        steps = sum(c.hi - c.lo for c in self.chunks)
+        return int(round((self.line_count or 0) * min(1.0, steps / span)))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -138,15 +165,19 @@ class RunPlan:
             "state": self.run.state,
             "action": self.action,
             "watermark": None if self.prior is None else self.prior.watermark,
-            "steps": [self.start, self.stop] if self.chunks else None,
+            "steps": [min(c.lo for c in self.chunks), max(c.hi for c in self.chunks)] if self.chunks else None,
             "chunks": len(self.chunks),
             "estimated_rows": self.estimated_rows,
             "notes": self.notes,
         }
 
 
-def plan_run(run: Run, prior: StreamState | None, options: ExportOptions) -> RunPlan:
+def plan_run(
+    run: Run, prior: StreamState | None, options: ExportOptions, *, chunk_steps: int | None = None
+) -> RunPlan:
     """Decide what to fetch for `run` given its committed state (see the module docstring).
+
+    `chunk_steps` overrides the chunking (the run's files in another key set already use it).
 
     >>> from connector.api import Run
     >>> from connector.rundata import MemoryRun, RunMeta
@@ -154,14 +185,15 @@ def plan_run(run: Run, prior: StreamState | None, options: ExportOptions) -> Run
     >>> p = plan_run(r, None, ExportOptions(chunk_steps=10))
     >>> p.action, [(c.lo, c.hi) for c in p.chunks]
     ('new', [(0, 10), (10, 20), (20, 30)])
-    >>> done = StreamState(p.key, watermark=29, last_step=29, line_count=30, run_state="finished")
-    >>> plan_run(r, done, ExportOptions(chunk_steps=10)).action
-    'up-to-date'
+    >>> done = StreamState(p.key, watermark=29, last_step=29, line_count=30, run_state="finished", min_step=20)
+    >>> p = plan_run(r, done, ExportOptions(chunk_steps=10))
+    >>> p.action, [(c.lo, c.hi, c.min_step) for c in p.chunks]
+    ('backfill', [(10, 20, 10), (0, 10, 0)])
     """
-    key = StateKey(run.entity, run.project, run.id, HISTORY, options.key_set)
+    key = StateKey(run.entity, run.project, run.id, options.stream, options.key_set)
     last = run_last_step(run)
     lines = run.history_line_count
-    chunk_steps = (prior.chunk_steps if prior is not None and prior.chunk_steps else None) or options.chunk_steps
+    chunk_steps = chunk_steps or (prior.chunk_steps if prior is not None else None) or options.chunk_steps
     stop = last + 1 if options.max_step is None else min(options.max_step, last + 1)
     notes: list[str] = []
     watermark = None if prior is None or prior.watermark is None else int(prior.watermark)
@@ -169,25 +201,76 @@ def plan_run(run: Run, prior: StreamState | None, options: ExportOptions) -> Run
         (prior.last_step is not None and last < prior.last_step)
         or (prior.line_count is not None and lines is not None and lines < prior.line_count)
     )
-    if rewound:
-        assert prior is not None
-        action, start = "rewound", options.min_step
-        notes.append(
-            f"last step {prior.last_step} -> {last}, line count {prior.line_count} -> {lines}: re-exported"
-        )
-    elif watermark is None:
-        action, start = "new", options.min_step
-    else:
-        start = max(options.min_step, watermark + 1)
-        action = "append"
-        running = run.state == "running" or (prior is not None and prior.run_state == "running")
-        if running and options.running_lag:
-            start = max(options.min_step, start - options.running_lag)
-            action = "lag"
-    chunks = aligned_chunks(start, stop, chunk_steps)
+    first = options.min_step
+    if watermark is None or rewound:
+        action = "rewound" if rewound else "new"
+        if rewound:
+            assert prior is not None
+            notes.append(
+                f"last step {prior.last_step} -> {last}, line count {prior.line_count} -> {lines}: re-exported"
+            )
+        chunks = [Chunk(w, first, w.hi - 1) for w in aligned_chunks(first, stop, chunk_steps)]
+        return RunPlan(run, key, prior, action, first, stop, chunks, last, lines, chunk_steps, notes)
+    assert prior is not None
+    covered = prior.min_step or 0
+    chunks = []
+    action = "append"
+    if first < covered:
+        below = aligned_chunks(first, min(covered, stop), chunk_steps)
+        contiguous = bool(below) and below[-1].hi == covered
+        for w in reversed(below):
+            chunks.append(Chunk(w, w.lo if contiguous else covered, watermark))
+        if below:
+            action = "backfill"
+            notes.append(f"steps [{first}, {covered}) were not exported before (--min-step was {covered})")
+        if contiguous:
+            covered = first
+    start = max(first, watermark + 1)
+    running = run.state == "running" or prior.run_state == "running"
+    if running and options.running_lag:
+        start = max(first, start - options.running_lag)
+        action = "lag" if action == "append" else action
+    for w in aligned_chunks(start, stop, chunk_steps):
+        chunks.append(Chunk(w, covered, max(watermark, w.hi - 1)))
     if not chunks:
-        action = "up-to-date" if action != "rewound" else action
+        action = "up-to-date"
     return RunPlan(run, key, prior, action, start, stop, chunks, last, lines, chunk_steps, notes)
+
+
+def known_keys(runs: Sequence[Run]) -> set[str]:
+    """Every flattened key the runs logged."""
+    out: set[str] = set()
+    for run in runs:
+        out.update(((run.history_keys or {}).get("keys") or {}).keys())
+    return out
+
+
+def unknown_keys(keys: Sequence[str], runs: Sequence[Run]) -> list[str]:
+    """The requested keys that no run logged (a nested parent counts when a run logged a leaf).
+
+    >>> from connector.api import Run
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "loss": 1.0, "t": {"a": 1}}]))
+    >>> unknown_keys(["loss", "t", "los"], [r])
+    ['los']
+    """
+    known = known_keys(runs)
+    return [
+        k for k in keys
+        if k != "_step" and k not in known and not any(n.startswith(k + ".") for n in known)
+    ]  # fmt: skip
+
+
+def did_you_mean(word: str, choices: Sequence[str] | set[str], n: int = 3) -> str:
+    """``"; did you mean 'loss'?"`` (or ``""``), for error messages.
+
+    >>> did_you_mean("los", {"loss", "acc"})
+    "; did you mean 'loss'?"
+    """
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=n, cutoff=0.6)
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
 
 
 def run_columns(run: Run, keys: Sequence[str] | None) -> list[str] | None:

@@ -1,16 +1,30 @@
-"""Run an export: list runs, plan chunks after each watermark, fetch, commit, report.
+"""Run an export: check the destination, list runs, check the request, plan, fetch, commit, report.
 
-Workers: up to ``concurrency`` runs at a time; inside a run, chunks go in step order (so the
-watermark is always "everything up to here is committed") and each chunk's pages are fetched several
-at a time. Every HTTP request of every worker takes a slot from one shared AIMD limiter
-(`connector.export.limiter`), so requests in flight never exceed ``concurrency``.
+Order of work, so that problems surface before anything is written:
+
+1. **Open the destination** (`open_sink`): its form, permissions, a corrupt state file and its lock
+   (another export running: `DestinationBusyError`) are checked before any API request. Nothing is
+   created yet but the lock.
+2. **List every run** of every source (progress shows the count). A run named by path that does not
+   exist, a ``--run`` id the listing did not return, a project (or filter) with no runs, and a
+   ``--keys`` key that no listed run logged are `ConfigurationError` s with a "did you mean" list,
+   unless ``allow_missing``. A named run that is gone but was exported before is "deleted upstream"
+   (its data is kept), not an error. Totals are known before the first run starts.
+3. **Plan** each run after its watermark (`connector.export.plan`), then create the tables and export.
+
+Workers: up to ``concurrency`` runs at a time; inside a run, chunks go in plan order (so the
+watermark is always "everything in ``[min_step, watermark]`` is committed") and each chunk's pages are
+fetched several at a time. Every HTTP request of every worker takes a slot from one shared AIMD
+limiter (`connector.export.limiter`), so requests in flight never exceed ``concurrency``.
 
 Per run:
 
 1. ``begin_run``: upsert the run's row in ``runs``; for a rewound run also delete its rows and reset
-   its watermark (one transaction).
+   every watermark of the run (each key set and layout; one transaction).
 2. For each chunk ``[lo, hi)``: scan it (one row per step, projected to ``--keys``), then
-   ``write_chunk`` commits the rows and the watermark ``hi - 1`` together.
+   ``write_chunk`` commits the rows and the watermark together. Chunks above every watermark of the
+   run (any key set) are plain inserts; the others merge on (run, ``_step``), so another key set's
+   rows are completed, never duplicated.
 3. ``--include-system-metrics``: the ``events`` stream (see below).
 
 **System metrics** (``events``) have no ``_step``: the API returns the whole stream, *downsampled by
@@ -28,13 +42,14 @@ lists them) when an unfiltered project listing no longer returns them, or a run 
 not found.
 
 Ctrl-C: the main thread sets a stop flag; a worker about to commit rolls back instead, the others
-stop at their next chunk; the export raises `KeyboardInterrupt` (the CLI exits 130). Every commit
-already made is resumable.
+stop at their next chunk; the export raises `ExportInterrupted` (a `KeyboardInterrupt` carrying the
+summary of what was committed; the CLI exits 130). Every commit already made is resumable.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from collections import deque
@@ -46,27 +61,49 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..arrow import SchemaPlan
+from ..errors import ConfigurationError
 from ..scan import HistoryScan
 from ..transport import RetryPolicy
 from ..values import history_keys_from_rows
-from .checkpoint import EVENTS, StateKey, StreamState
+from .checkpoint import EVENTS, STEP_STREAMS, StateKey, StreamState
 from .limiter import AimdLimiter
-from .plan import ExportOptions, plan_run, run_columns
+from .plan import (
+    ExportOptions,
+    RunPlan,
+    did_you_mean,
+    known_keys,
+    plan_run,
+    run_columns,
+    unknown_keys,
+)
 from .progress import Progress
 from .sinks.base import Interrupted, Sink, now_iso
 from .sinks.dest import Destination, parse_destination, scrub
-from .sources import Listing, Missing, iter_runs
-from .tables import TIMESTAMP_COLUMN, mark_json_columns, strict_json_value, with_run_columns
+from .sources import Damaged, Listing, Missing, iter_runs
+from .tables import (
+    TIMESTAMP_COLUMN,
+    mark_json_columns,
+    name_columns,
+    strict_json_value,
+    with_key_names,
+    with_run_columns,
+)
 
 if TYPE_CHECKING:
     from ..api import Api, Run
 
 EVENTS_SAMPLES = 100_000
+log = logging.getLogger("connector.export")
 
 
 @dataclass
 class ExportSummary:
-    """What an export did (``to_dict()`` is the ``--json`` output; it never holds a secret)."""
+    """What an export did (``to_dict()`` is the ``--json`` output; it never holds a secret).
+
+    `results` has one entry per run: ``{"run", "status", "rows", "steps", "watermark", "error"}``
+    with ``status`` one of ``exported``, ``up-to-date``, ``failed``, ``skipped`` (a damaged local
+    file with ``skip_damaged``), ``planned`` (dry run).
+    """
 
     destination: str
     dry_run: bool = False
@@ -79,7 +116,10 @@ class ExportSummary:
     rewound: list[str] = field(default_factory=list)
     deleted_upstream: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    replaces: list[str] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
     limiter: dict[str, int] = field(default_factory=dict)
@@ -101,8 +141,16 @@ class ExportSummary:
         return out
 
 
+class ExportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an export; `summary` tells what was committed before it (all of it is kept)."""
+
+    def __init__(self, summary: ExportSummary) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
 def open_sink(dest: Destination, options: ExportOptions) -> Sink:
-    """The sink for a parsed destination."""
+    """The sink for a parsed destination: checked, locked, nothing created but the lock."""
     read_only = options.dry_run
     if dest.kind == "duckdb":
         from .sinks.duckdb import DuckDBSink
@@ -147,6 +195,12 @@ def limited_api(api: Api | None, limiter: AimdLimiter, retry: RetryPolicy | None
     return factory
 
 
+def _one_line(exc: BaseException, secret: str | None) -> str:
+    """``Type: first line of the message``, secrets removed (the full text goes to the debug log)."""
+    text = str(exc).strip().splitlines()
+    return scrub(f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": "), secret)
+
+
 class Exporter:
     """One export: the options, the sink, the workers. Use `connector.export.export`."""
 
@@ -170,6 +224,7 @@ class Exporter:
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self.states: dict[StateKey, StreamState] = {}
+        self.live_states: dict[StateKey, StreamState] = {}
         self.sink: Sink | None = None
 
     # -- entry point -----------------------------------------------------------------------------
@@ -177,16 +232,20 @@ class Exporter:
         started = time.monotonic()
         self.sink = open_sink(self.dest, self.options)
         try:
-            self.states = self.sink.load_states()
+            self.live_states = self.sink.load_states()
+            self.states = {} if self.options.full_refresh else dict(self.live_states)
+            runs, missing, listings = self._list()
             if self.options.dry_run:
-                self._dry_run()
+                self._dry_run(runs, missing, listings)
             else:
-                self._export()
-                if not self.summary.failed:
+                self.sink.prepare()
+                self._export(runs, missing, listings)
+                if not self.summary.failed and not self.stop.is_set():
                     self.sink.finish()
         except KeyboardInterrupt:
+            self.stop.set()
             self.summary.interrupted = True
-            raise
+            raise ExportInterrupted(self.summary) from None
         finally:
             self.summary.elapsed_s = time.monotonic() - started
             self._transport_stats()
@@ -208,50 +267,117 @@ class Exporter:
     def _api_used(self) -> bool:
         return any(isinstance(s, str) and not _looks_local(s) for s in self.sources)
 
-    def _runs(self, listings: list[Listing]):  # type: ignore[no-untyped-def]
+    # -- listing and checks ----------------------------------------------------------------------
+    def _list(self) -> tuple[list[Run], list[Missing], list[Listing]]:
         o = self.options
-        return iter_runs(
+        listings: list[Listing] = []
+        runs: list[Run] = []
+        missing: list[Missing] = []
+        seen: set[tuple[str, str, str]] = set()
+        for item in iter_runs(
             self.sources, self.api_factory, filters=o.filters, run_states=o.run_states,
-            run_ids=o.run_ids, listings=listings,
-        )  # fmt: skip
+            run_ids=o.run_ids, listings=listings, skip_damaged=o.skip_damaged,
+        ):  # fmt: skip
+            if isinstance(item, Missing):
+                missing.append(item)
+            elif isinstance(item, Damaged):
+                status = "skipped" if o.skip_damaged else "failed"
+                self._result(item.path, status, error=item.error)
+                self.progress.run_done(item.path, status, 0, item.error)
+            else:
+                ident = (item.entity, item.project, item.id)
+                if ident not in seen:  # a run named twice (or by path and by project) is exported once
+                    seen.add(ident)
+                    runs.append(item)
+            self.progress.listing(len(runs))
+        self._check_request(runs, missing, listings)
+        return runs, missing, listings
+
+    def _check_request(self, runs: list[Run], missing: list[Missing], listings: list[Listing]) -> None:
+        """Typos are errors: unknown runs, empty listings, unknown keys (unless allow_missing)."""
+        o = self.options
+        if o.allow_missing:
+            return
+        exported_before = {(s.key.entity, s.key.project, s.key.run_id) for s in self.live_states.values()}
+        for m in missing:
+            if (m.entity, m.project, m.run_id) not in exported_before:
+                raise ConfigurationError(
+                    f"run {m.entity}/{m.project}/{m.run_id} not found (pass --allow-missing to skip missing runs)"
+                )
+        if o.run_ids and listings:
+            listed = set().union(*(listing.seen for listing in listings))
+            for run_id in o.run_ids:
+                if run_id not in listed:
+                    raise ConfigurationError(
+                        f"--run {run_id!r} is not a run of "
+                        + ", ".join(f"{x.entity}/{x.project}" for x in listings)
+                        + did_you_mean(run_id, listed)
+                        + " (pass --allow-missing to skip missing runs)"
+                    )
+        for listing in listings:
+            if not listing.seen:
+                what = "matches the filters in" if not listing.exhaustive else "exists in"
+                raise ConfigurationError(
+                    f"no run {what} project {listing.entity}/{listing.project} (pass --allow-missing "
+                    "to accept an empty export)"
+                )
+        if o.keys and runs:
+            bad = unknown_keys(o.keys, runs)
+            if bad:
+                known = known_keys(runs)
+                sample = ", ".join(sorted(k for k in known if not k.startswith("_"))[:8])
+                raise ConfigurationError(
+                    f"unknown key {bad[0]!r}: no run of this export logged it{did_you_mean(bad[0], known)}"
+                    f" (logged keys include {sample}; pass --allow-missing to export it anyway)"
+                )
 
     # -- dry run ---------------------------------------------------------------------------------
-    def _dry_run(self) -> None:
-        listings: list[Listing] = []
-        for run in self._runs(listings):
-            if isinstance(run, Missing):
-                self.summary.deleted_upstream.append(f"{run.entity}/{run.project}/{run.run_id}")
-                continue
-            plan = plan_run(run, self.states.get(self._key(run)), self.options)
+    def _dry_run(self, runs: list[Run], missing: list[Missing], listings: list[Listing]) -> None:
+        for run in runs:
+            plan = self._plan(run)
             self.summary.runs += 1
-            self.summary.plan.append(plan.describe())
+            described = plan.describe()
+            if self.options.full_refresh and self._run_states(run, self.live_states):
+                described["action"] = "replace"
+                described["notes"].append("its exported rows and checkpoints are replaced when the refresh completes")
+                self.summary.replaces.append(plan.path)
+            self.summary.plan.append(described)
+            self._result(plan.path, "planned", steps=described["steps"])
             if plan.action == "rewound":
                 self.summary.rewound.append(plan.path)
-        self.summary.deleted_upstream += [s.key.run_path for s in self._deleted(listings)]
+        self.summary.deleted_upstream += [s.key.run_path for s in self._gone(listings, missing)]
 
     def _key(self, run: Run) -> StateKey:
-        return StateKey(run.entity, run.project, run.id, "history", self.options.key_set)
+        return StateKey(run.entity, run.project, run.id, self.options.stream, self.options.key_set)
+
+    def _run_states(self, run: Run, states: dict[StateKey, StreamState], streams: Sequence[str] = STEP_STREAMS) -> list[StreamState]:
+        return [
+            s for k, s in states.items()
+            if (k.entity, k.project, k.run_id) == (run.entity, run.project, run.id) and k.stream in streams
+        ]  # fmt: skip
+
+    def _plan(self, run: Run) -> RunPlan:
+        same_stream = self._run_states(run, self.states, (self.options.stream,))
+        chunk_steps = next((s.chunk_steps for s in same_stream if s.chunk_steps), None)
+        return plan_run(run, self.states.get(self._key(run)), self.options, chunk_steps=chunk_steps)
 
     # -- export ----------------------------------------------------------------------------------
-    def _export(self) -> None:
-        listings: list[Listing] = []
+    def _export(self, runs: list[Run], missing: list[Missing], listings: list[Listing]) -> None:
+        plans = [self._plan(run) for run in runs]
+        self.progress.planned(len(plans), sum(p.estimated_rows for p in plans))
         workers = self.options.concurrency
         pool = ThreadPoolExecutor(workers, thread_name_prefix="wandb-export")
         pending: deque[Future[None]] = deque()
-        missing: list[Missing] = []
         try:
-            for run in self._runs(listings):
-                if isinstance(run, Missing):
-                    missing.append(run)
-                    continue
+            for plan in plans:
                 while len(pending) >= 2 * workers:
-                    self._drain(pending, block=True)
+                    self._drain(pending)
                 if self.stop.is_set():
                     break
-                pending.append(pool.submit(self._export_run, run))
+                pending.append(pool.submit(self._export_run, plan))
             while pending:
-                self._drain(pending, block=True)
-            gone = self._deleted(listings) + self._named_missing(missing)
+                self._drain(pending)
+            gone = [] if self.options.full_refresh else self._gone(listings, missing)
             if gone and not self.stop.is_set():
                 stamp = now_iso()
                 marked = [s.evolve(deleted_at=stamp) for s in gone]
@@ -266,56 +392,76 @@ class Exporter:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if self.stop.is_set():
+            raise KeyboardInterrupt
 
-    def _drain(self, pending: deque[Future[None]], *, block: bool) -> None:
-        done, _ = wait(list(pending), timeout=0.25 if block else 0, return_when=FIRST_COMPLETED)
+    def _drain(self, pending: deque[Future[None]]) -> None:
+        done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
         for future in done:
             pending.remove(future)
             future.result()
 
-    def _deleted(self, listings: list[Listing]) -> list[StreamState]:
+    def _gone(self, listings: list[Listing], missing: list[Missing]) -> list[StreamState]:
+        """Committed states of runs deleted upstream (not yet marked)."""
+        named = {(m.entity, m.project, m.run_id) for m in missing}
         out = []
-        for listing in listings:
-            if not (listing.exhaustive and listing.complete):
+        for state in self.states.values():
+            k = state.key
+            if state.deleted_at is not None:
                 continue
-            for state in self.states.values():
-                k = state.key
-                if (k.entity, k.project) == (listing.entity, listing.project) and k.run_id not in listing.seen:
-                    if state.deleted_at is None:
-                        out.append(state)
+            if (k.entity, k.project, k.run_id) in named:
+                out.append(state)
+                continue
+            for listing in listings:
+                if (
+                    listing.exhaustive and listing.complete
+                    and (k.entity, k.project) == (listing.entity, listing.project)
+                    and k.run_id not in listing.seen
+                ):  # fmt: skip
+                    out.append(state)
+                    break
         return out
 
-    def _named_missing(self, missing: list[Missing]) -> list[StreamState]:
-        ids = {(m.entity, m.project, m.run_id) for m in missing}
-        return [
-            s for s in self.states.values()
-            if (s.key.entity, s.key.project, s.key.run_id) in ids and s.deleted_at is None
-        ]  # fmt: skip
+    def _result(self, path: str, status: str, *, rows: int = 0, steps: Any = None,
+                watermark: int | None = None, error: str | None = None) -> None:  # fmt: skip
+        with self._lock:
+            self.summary.results.append(
+                {"run": path, "status": status, "rows": rows, "steps": steps, "watermark": watermark, "error": error}
+            )
+            if status == "failed":
+                self.summary.failed[path] = error or "failed"
+            elif status == "skipped":
+                self.summary.skipped[path] = error or "skipped"
 
-    def _export_run(self, run: Run) -> None:
+    def _export_run(self, plan: RunPlan) -> None:
         if self.stop.is_set():
             return
-        path = f"{run.entity}/{run.project}/{run.id}"
+        run = plan.run
+        status, error, rows, watermark = "exported", None, 0, None
         try:
-            self._export_history(run)
+            rows, watermark = self._export_history(plan)
+            if rows == 0 and not plan.chunks:
+                status = "up-to-date"
             if self.options.include_system_metrics and not self.stop.is_set():
                 self._export_events(run)
         except (Interrupted, KeyboardInterrupt):
             self.stop.set()
+            status = "interrupted"
         except Exception as exc:  # one failed run does not stop the others
-            secret = self.dest.password
-            with self._lock:
-                self.summary.failed[path] = scrub(f"{type(exc).__name__}: {exc}", secret)
-        finally:
-            self.progress.run_done(path)
+            status, error = "failed", _one_line(exc, self.dest.password)
+            log.debug("export of %s failed", plan.path, exc_info=True)
+        steps = [min(c.lo for c in plan.chunks), max(c.hi for c in plan.chunks)] if plan.chunks else None
+        if status != "interrupted":
+            self._result(plan.path, status, rows=rows, steps=steps, watermark=watermark, error=error)
+            detail = error or (f"steps [{steps[0]}, {steps[1]})" if steps else "")
+            self.progress.run_done(plan.path, status, rows, detail)
 
-    def _export_history(self, run: Run) -> None:
+    def _export_history(self, plan: RunPlan) -> tuple[int, int | None]:
         assert self.sink is not None
         o = self.options
-        key = self._key(run)
-        prior = self.states.get(key)
-        plan = plan_run(run, prior, o)
-        self.progress.planned(1, plan.estimated_rows)
+        run = plan.run
+        key = plan.key
+        prior = plan.prior
         self.progress.run_started(plan.path, plan.estimated_rows)
         with self._lock:
             self.summary.runs += 1
@@ -325,37 +471,46 @@ class Exporter:
         rewinds = prior.rewinds if prior is not None else 0
         if plan.action == "rewound":
             rewinds += 1
-            reset = [StreamState(key, rewinds=rewinds, keys=o.keys, layout=o.layout)]
+            # the run's rows go from both history tables: every watermark of the run starts over
+            reset = [StreamState(s.key, rewinds=s.rewinds + (s.key == key), keys=s.keys, layout=s.layout)
+                     for s in self._run_states(run, self.states)]  # fmt: skip
+            if not any(s.key == key for s in reset):
+                reset.append(StreamState(key, rewinds=rewinds, keys=o.keys, layout=o.layout))
         self.sink.begin_run(_runs_row(run), reset)
+        watermark = None if prior is None or prior.watermark is None else int(prior.watermark)
         if not plan.chunks:
             with self._lock:
                 self.summary.runs_up_to_date += 1
             if prior is not None and (prior.run_state != run.state or prior.deleted_at):
                 self.sink.commit_state([prior.evolve(run_state=run.state, deleted_at=None)])
-            return
+            return 0, watermark
         columns = run_columns(run, o.keys)
         history_keys = run.history_keys
-        # Steps above the committed watermark cannot be in the destination yet (rows and watermark
-        # commit together), so those chunks are plain inserts; lag re-reads merge.
-        committed = prior.watermark if prior is not None and plan.action != "rewound" else -1
-        for window in plan.chunks:
+        # Steps above every committed watermark of the run (any key set) cannot be in the table yet
+        # (rows and watermarks commit together), so those chunks are plain inserts; the rest merge.
+        floor = -1
+        if plan.action != "rewound":
+            marks = [s.watermark for s in self._run_states(run, self.states, (o.stream,)) if s.watermark is not None]
+            floor = int(max(marks)) if marks else -1
+        total = 0
+        for chunk in plan.chunks:
             if self.stop.is_set():
                 raise Interrupted("interrupted")
             scan = HistoryScan(
                 run.source,
                 columns=tuple(columns) if columns is not None else None,
-                min_step=window.lo,
-                max_step=window.hi,
+                min_step=chunk.lo,
+                max_step=chunk.hi,
                 page_size=o.page_size,
                 concurrency=o.concurrency,
                 known_keys=history_keys,
             )
             json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
-            table = mark_json_columns(scan.to_arrow(), json_columns)
-            table = with_run_columns(table, run.entity, run.project, run.id)
+            table, renamed = name_columns(mark_json_columns(scan.to_arrow(), json_columns))
+            table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
             state = StreamState(
                 key,
-                watermark=window.hi - 1,
+                watermark=chunk.watermark,
                 last_step=plan.last_step,
                 line_count=plan.line_count,
                 run_state=run.state,
@@ -363,18 +518,22 @@ class Exporter:
                 keys=o.keys,
                 layout=o.layout,
                 chunk_steps=plan.chunk_steps,
+                min_step=chunk.min_step,
             )
             rows = self.sink.write_chunk(
-                "history", table, state, lo=window.lo, hi=window.hi, stop=self.stop,
-                fresh=window.lo > committed,
-            )
-            committed = window.hi - 1
+                "history", table, state, lo=chunk.lo, hi=chunk.hi, stop=self.stop,
+                fresh=chunk.lo > floor,
+            )  # fmt: skip
+            floor = max(floor, chunk.hi - 1)
+            watermark = chunk.watermark
+            total += rows
             self.progress.rows(plan.path, rows)
             with self._lock:
                 self.summary.rows += rows
                 self.summary.chunks += 1
         with self._lock:
             self.summary.runs_exported += 1
+        return total, watermark
 
     def _export_events(self, run: Run) -> None:
         assert self.sink is not None
@@ -401,7 +560,8 @@ class Exporter:
         if table is None:
             self.sink.commit_state([state])
             return
-        table = with_run_columns(table, run.entity, run.project, run.id)
+        table, renamed = name_columns(table, (TIMESTAMP_COLUMN, "_extra"))
+        table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
         lo = prior.watermark if prior is not None and prior.watermark is not None else float("-inf")
         n = self.sink.write_chunk(EVENTS, table, state, lo=lo, hi=watermark, stop=self.stop)
         with self._lock:
@@ -445,4 +605,4 @@ def _looks_local(source: str) -> bool:
     return is_local_path(source)
 
 
-__all__ = ["EVENTS_SAMPLES", "ExportSummary", "Exporter", "events_table", "open_sink"]
+__all__ = ["EVENTS_SAMPLES", "ExportInterrupted", "ExportSummary", "Exporter", "events_table", "open_sink"]

@@ -61,6 +61,14 @@ class Listing:
 
 
 @dataclass
+class Damaged:
+    """A local file that could not be read (reported, never silently dropped)."""
+
+    path: str
+    error: str
+
+
+@dataclass
 class Missing:
     """A run named by path that the server no longer has."""
 
@@ -85,8 +93,13 @@ def iter_runs(
     run_ids: Sequence[str] = (),
     listings: list[Listing] | None = None,
     per_page: int = 100,
-) -> Iterator[Run | Missing]:
-    """Yield the runs of every source, lazily. `listings` collects each project listing."""
+    skip_damaged: bool = False,
+) -> Iterator[Run | Missing | Damaged]:
+    """Yield the runs of every source, lazily. `listings` collects each project listing.
+
+    A damaged local file is yielded as `Damaged` (the other runs of its folder still come);
+    `skip_damaged` also skips damaged records inside otherwise readable files.
+    """
     from ..api import Run
     from ..rundata import RunData
 
@@ -97,7 +110,7 @@ def iter_runs(
         elif isinstance(source, RunData):
             yield Run.from_run_data(source)
         elif isinstance(source, str | os.PathLike) and is_local_path(source):
-            yield from _local(source)
+            yield from _local(source, skip_damaged)
         elif isinstance(source, str) and _is_project(source):
             api: Api = api_factory()
             from ..runpath import parse_project_path
@@ -124,13 +137,18 @@ def iter_runs(
             )
 
 
-def _local(path: str | os.PathLike[str]) -> Iterator[Run]:
+def _local(path: str | os.PathLike[str], skip_damaged: bool) -> Iterator[Run | Damaged]:
+    from ..errors import LocalFileError
+    from ..resolve import open_local
+
+    damaged: list[Damaged] = []
+
+    def report(file: Any, error: Exception) -> None:
+        damaged.append(Damaged(os.fspath(file), str(error).splitlines()[0] if str(error) else type(error).__name__))
+
     try:
-        from ..resolve import open_local
-    except ImportError as exc:  # pragma: no cover - depends on the local reader being installed
-        raise ConfigurationError(f"local .wandb sources are not available: {exc}") from exc
-    try:
-        runs = open_local(path)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot read local runs at {os.fspath(path)}: {exc}") from exc
+        runs = open_local(path, skip_damaged=skip_damaged, on_damaged=report)
+    except LocalFileError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    yield from damaged
     yield from runs

@@ -14,6 +14,14 @@ needs DDL when keys appear.
 System metrics (``system_metrics``): wide, ``entity, project, run_id, _timestamp`` then the metric
 columns; primary key ``(entity, project, run_id, _timestamp)``.
 
+**Column names** (`column_for_key`, the one rule of every destination): a key is its own column
+name unless it is empty, holds a control character (NUL included), equals one of the identity
+columns ``entity``, ``project``, ``run_id``, ``_step``, ``_extra`` in any letter case, ends like a
+mapped name (``~`` and 8 hex digits), or is longer than the engine allows (PostgreSQL: 63 bytes).
+Such a key gets the column ``<its printable prefix>~<first 8 hex digits of sha1(key)>``, recorded
+with the data (``_wandb_column_map`` in DuckDB and PostgreSQL, ``column_map`` in a Parquet dataset's
+state file), so two keys never share a column and a key is never fatal.
+
 Types never change once written: `conform` keeps a column's first type for the whole destination; a
 later value of another type moves to ``_extra`` for its row (merged into that row's JSON object), as
 `connector.arrow` does within a scan.
@@ -26,8 +34,10 @@ later value of another type moves to ``_extra`` for its row (merged into that ro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +50,67 @@ RUN_COLUMNS = ("entity", "project", "run_id")
 TIMESTAMP_COLUMN = "_timestamp"
 HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE, RUNS_TABLE = "history", "history_long", "system_metrics", "runs"
 STATE_TABLE, COLUMN_MAP_TABLE = "_wandb_export_state", "_wandb_column_map"
+
+IDENTITY_COLUMNS = frozenset({"entity", "project", "run_id", "_step", "_extra"})
+_MAPPED_TAIL = re.compile(r"~[0-9a-f]{8}$")
+
+
+def column_for_key(key: str, max_bytes: int | None = None) -> str:
+    """The column that holds `key` (see the module docstring).
+
+    >>> column_for_key("loss"), column_for_key("train.acc")
+    ('loss', 'train.acc')
+    >>> column_for_key("entity"), column_for_key(""), column_for_key("a\\x00b")
+    ('entity~e7116313', '~da39a3ee', 'ab~4a3dec2d')
+    >>> len(column_for_key("x" * 80, max_bytes=63).encode())
+    63
+    """
+    raw = key.encode("utf-8", "surrogatepass")
+    printable = "".join(c for c in key if c.isprintable())
+    plain = (
+        bool(key)
+        and printable == key
+        and key.lower() not in IDENTITY_COLUMNS
+        and not _MAPPED_TAIL.search(key)
+        and (max_bytes is None or len(raw) <= max_bytes)
+    )
+    if plain:
+        return key
+    digest = hashlib.sha1(raw).hexdigest()[:8]
+    prefix = printable.encode()
+    if max_bytes is not None:
+        prefix = prefix[: max_bytes - 9]
+    return prefix.decode("utf-8", "ignore") + "~" + digest
+
+
+KEYS_META = b"wandb.keys"
+
+
+def name_columns(table: pa.Table, fixed: tuple[str, ...] = (STEP_COLUMN, EXTRA_COLUMN)) -> tuple[pa.Table, dict[str, str]]:
+    """Rename the value columns by `column_for_key`; return the table and ``{column: key}`` of the
+    renamed ones (so the identity columns added next can never clash with a logged key).
+
+    >>> t, renamed = name_columns(pa.table({"_step": [0], "entity": [1.0], "loss": [2.0]}))
+    >>> t.column_names, renamed
+    (['_step', 'entity~e7116313', 'loss'], {'entity~e7116313': 'entity'})
+    """
+    names = [n if n in fixed else column_for_key(n) for n in table.column_names]
+    renamed = {c: k for c, k in zip(names, table.column_names, strict=True) if c != k}
+    return (table.rename_columns(names) if renamed else table), renamed
+
+
+def with_key_names(table: pa.Table, renamed: Mapping[str, str]) -> pa.Table:
+    """`table` carrying ``{column: key}`` in its schema metadata (read back by `column_keys`)."""
+    if not renamed:
+        return table
+    return table.replace_schema_metadata({KEYS_META: json.dumps(dict(renamed)).encode()})
+
+
+def column_keys(table: pa.Table) -> dict[str, str]:
+    """The ``{column: key}`` map `with_key_names` stored (empty when no column was renamed)."""
+    raw = (table.schema.metadata or {}).get(KEYS_META)
+    return dict(json.loads(raw)) if raw else {}
+
 
 _KIND_OF = {"double": FLOAT, "bool": BOOL, "string": STRING, "int64": INT}
 
@@ -163,8 +234,10 @@ def _value_columns(value: Any) -> tuple[float | None, bool | None, str | None]:
     return None, None, dumps_json(value)
 
 
-def to_long(table: pa.Table) -> pa.Table:
+def to_long(table: pa.Table, keys: Mapping[str, str] | None = None) -> pa.Table:
     """Melt a wide history table (with run columns) into `LONG_SCHEMA` rows, nulls dropped.
+
+    `keys` maps renamed columns back to their keys (`name_columns`).
 
     >>> w = with_run_columns(pa.table({"_step": [0, 1], "loss": [0.5, None], "ok": [True, None]}), "e", "p", "r")
     >>> [(r["_step"], r["key"], r["value_number"], r["value_bool"]) for r in to_long(w).to_pylist()]
@@ -188,7 +261,7 @@ def to_long(table: pa.Table) -> pa.Table:
         boolean = values if pa.types.is_boolean(typ) else pa.nulls(m, pa.bool_())
         text = values.cast(pa.string()) if pa.types.is_string(typ) else pa.nulls(m, pa.string())
         parts.append(
-            picked.append_column("key", pa.array([name] * m, pa.string()))
+            picked.append_column("key", pa.array([(keys or {}).get(name, name)] * m, pa.string()))
             .append_column("value_number", number)
             .append_column("value_bool", boolean)
             .append_column("value_text", text)

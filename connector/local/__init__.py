@@ -18,17 +18,30 @@ Rules kept stable for the callers (emulator, scans, export):
   explicit ``entity=`` / ``project=`` arguments override what the files say.
 * State: ``finished`` / ``failed`` from the exit record; without one, ``running`` when the file
   changed less than `running_grace` seconds ago (default 300), else ``crashed``.
+* Damaged files (`load_runs`): without `on_damaged`, the first file that cannot be read raises
+  `LocalFileError` naming it. With ``on_damaged=callback``, each such file is passed to
+  ``callback(file, error)`` and left out, and every other run is still returned. A file "cannot be
+  read" when decoding it raises: zero length, not a `.wandb` file (bad header), unreadable, or —
+  unless ``skip_damaged=True`` — a damaged record inside it. With ``skip_damaged=True`` damaged
+  records are skipped with a `DamagedRecordWarning`, and a file that holds no record at all (zero
+  length, or only the start of the 7-byte header: the SDK stopped before writing anything) holds
+  no run: it is reported to `on_damaged` if given, else skipped with a `DamagedRecordWarning`.
+  A truncated file (cut inside a record) is not damaged: it reads as the run up to its last
+  complete record, without an exit record (state ``running`` or ``crashed``).
+* A path that does not exist raises `NoSuchPathError` (a `LocalFileError`):
+  ``no such file or folder: <path>``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import LocalFileError
-from .discover import find_run_files
-from .framing import DamagedRecordWarning
+from .discover import NoSuchPathError, find_run_files
+from .framing import CHUNK_HEADER, HEADER, DamagedRecordWarning
 from .rebuild import (
     DEFAULT_ENTITY,
     DEFAULT_PROJECT,
@@ -46,11 +59,17 @@ __all__ = [
     "RUNNING_GRACE",
     "DamagedRecordWarning",
     "LocalRun",
+    "NoSuchPathError",
+    "OnDamaged",
     "find_run_files",
+    "holds_no_record",
     "load_runs",
     "load_run",
     "read_run",
 ]
+
+#: ``on_damaged(file, error)``: told about each file `load_runs` leaves out because it cannot be read.
+OnDamaged = Callable[[Path, LocalFileError], None]
 
 
 def read_run(
@@ -62,6 +81,9 @@ def read_run(
     running_grace: float = RUNNING_GRACE,
 ) -> LocalRun:
     """Read one `.wandb` file as a run.
+
+    Raises `LocalFileError` naming the file when it cannot be read, also with ``skip_damaged=True``
+    for a zero-length file (it holds no run; `load_runs` skips such files instead).
 
     >>> run = read_run("wandb/offline-run-20260101_120000-abc123/run-abc123.wandb")  # doctest: +SKIP
     >>> run.meta.state, len(run.steps())  # doctest: +SKIP
@@ -78,6 +100,7 @@ def load_runs(
     project: str | None = None,
     skip_damaged: bool = False,
     running_grace: float = RUNNING_GRACE,
+    on_damaged: OnDamaged | None = None,
 ) -> list[LocalRun]:
     """Read every run under `path` (see `find_run_files`), one `LocalRun` per run.
 
@@ -85,13 +108,31 @@ def load_runs(
     rows by ``_step`` (the file that started later wins a step both hold), config and summary
     key by key (later wins), state from the later file. Runs are sorted by creation time.
 
+    Damaged files (rules in the module doc): without `on_damaged` the first file that cannot be
+    read raises `LocalFileError` naming it; with it, the file is reported as
+    ``on_damaged(file, error)`` and left out, and the other runs are still read. With
+    ``skip_damaged=True`` a zero-length file (no run in it) is skipped, never an error.
+
     >>> [r.meta.run_id for r in load_runs("wandb/")]  # doctest: +SKIP
     ['abc123', 'def456']
+    >>> damaged = []
+    >>> runs = load_runs("wandb/", on_damaged=lambda file, error: damaged.append(file))  # doctest: +SKIP
+    >>> damaged  # doctest: +SKIP
+    [PosixPath('wandb/offline-run-20260101_120000-bad000/run-bad000.wandb')]
     """
     files = find_run_files(path)
     groups: dict[tuple[str, str, str], list[FileContent]] = {}
     for file in files:
-        content = decode_file(file, skip_damaged=skip_damaged)
+        try:
+            content = decode_file(file, skip_damaged=skip_damaged)
+        except LocalFileError as error:
+            if on_damaged is not None:
+                on_damaged(file, error)
+            elif skip_damaged and holds_no_record(file):
+                warnings.warn(DamagedRecordWarning(f"{error}; skipped (no run in it)"), stacklevel=2)
+            else:
+                raise
+            continue
         run = content.run
         key = (
             entity or (run.entity if run else "") or DEFAULT_ENTITY,
@@ -112,6 +153,24 @@ def load_runs(
     return runs
 
 
+def holds_no_record(file: str | os.PathLike[str]) -> bool:
+    """True when `file` is empty or only the start of a `.wandb` header (a writer that stopped early).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     empty = Path(folder, "run-x.wandb"); _ = empty.write_bytes(b"")
+    ...     other = Path(folder, "run-y.wandb"); _ = other.write_bytes(b"garbage")
+    ...     holds_no_record(empty), holds_no_record(other)
+    (True, False)
+    """
+    try:
+        with open(file, "rb") as f:
+            head = f.read(CHUNK_HEADER)
+    except OSError:
+        return False
+    return len(head) < CHUNK_HEADER and HEADER.startswith(head)
+
+
 def load_run(
     path: str | os.PathLike[str],
     *,
@@ -119,16 +178,23 @@ def load_run(
     project: str | None = None,
     skip_damaged: bool = False,
     running_grace: float = RUNNING_GRACE,
+    on_damaged: OnDamaged | None = None,
 ) -> LocalRun:
     """Open the one run at `path` (a `.wandb` file or a run directory; resumed files merged).
 
-    Raises `LocalFileError` when `path` holds more than one run (use `load_runs` for folders).
+    Raises `LocalFileError` when `path` holds more than one run (use `load_runs` for folders), or
+    none (every file left out as damaged, see `load_runs`).
 
     >>> load_run("wandb/latest-run").meta.run_id  # doctest: +SKIP
     'abc123'
     """
     runs = load_runs(
-        path, entity=entity, project=project, skip_damaged=skip_damaged, running_grace=running_grace
+        path,
+        entity=entity,
+        project=project,
+        skip_damaged=skip_damaged,
+        running_grace=running_grace,
+        on_damaged=on_damaged,
     )
     if len(runs) != 1:
         ids: Sequence[str] = [r.meta.run_id for r in runs]

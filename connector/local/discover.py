@@ -1,7 +1,9 @@
 """Find `.wandb` files: a `wandb/` folder, any folder of run directories, one run directory or file.
 
 Folders are searched recursively without following symlinked directories (so ``latest-run``
-never duplicates a run), and a file reached twice through symlinks is listed once.
+never duplicates a run), and a file reached twice through symlinks is listed once. A path that
+does not exist raises `NoSuchPathError` (a `LocalFileError`, and a `FileNotFoundError` for callers
+that catch that), whose message is ``no such file or folder: <path>``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from ..errors import LocalFileError
 SUFFIX = ".wandb"
 
 
+class NoSuchPathError(LocalFileError, FileNotFoundError):
+    """The local path given for runs does not exist; ``path`` holds it.
+
+    >>> error = NoSuchPathError(Path("wandb/nowhere"))
+    >>> str(error), error.path, isinstance(error, LocalFileError)
+    ('no such file or folder: wandb/nowhere', 'wandb/nowhere', True)
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(f"no such file or folder: {os.fspath(path)}")
+        self.path = os.fspath(path)
+
+
 def find_run_files(path: str | os.PathLike[str]) -> list[Path]:
     """List the `.wandb` files at `path`, sorted by path.
 
@@ -23,12 +38,21 @@ def find_run_files(path: str | os.PathLike[str]) -> list[Path]:
     >>> find_run_files("wandb/")  # doctest: +SKIP
     [PosixPath('wandb/offline-run-20260101_120000-abc123/run-abc123.wandb')]
 
-    Raises `FileNotFoundError` when `path` does not exist and `LocalFileError` when it holds no
-    `.wandb` file.
+    Raises `NoSuchPathError` (a `LocalFileError`) when `path` does not exist and `LocalFileError`
+    when it holds no `.wandb` file.
     """
     root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: no such file or directory")
+    if root.parts and root.parts[0].startswith("~"):
+        try:
+            root = root.expanduser()
+        except RuntimeError:  # an unknown user: the path is looked up as written
+            pass
+    try:
+        exists = root.exists()
+    except OSError as exc:  # e.g. a name too long, or a folder on the way that cannot be searched
+        raise LocalFileError(f"{root}: cannot read ({exc.strerror or exc})") from exc
+    if not exists:
+        raise NoSuchPathError(path)
     if root.is_file():
         return [root]
     if not root.is_dir():

@@ -7,6 +7,8 @@ a path ending in ``.duckdb`` or ``.db``     DuckDB database file (the embedded d
 ``postgresql://...`` / ``postgres://...``   PostgreSQL (through ADBC, `adbc-driver-postgresql`)
 any other ``scheme://...``                  error: other warehouses go through the dlt route
                                             (`connector.export.dlt`) or a Parquet dataset
+a path ending in a file format's extension  error: ``.csv``, ``.parquet``, ``.json``... name
+                                            files, and a Parquet dataset is a folder
 any other path                              Parquet dataset directory (hive partitions)
 ==========================================  =================================================
 
@@ -21,9 +23,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, DestinationError
+
+FILE_FORMATS = (
+    ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt", ".xlsx", ".xls",
+    ".sqlite", ".sqlite3", ".arrow", ".feather", ".avro", ".orc", ".gz", ".zip",
+)  # fmt: skip
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -80,4 +88,23 @@ def parse_destination(to: str | os.PathLike[str]) -> Destination:
         )
     if text.endswith((".duckdb", ".db")):
         return Destination("duckdb", text, text)
+    suffix = Path(text).suffix.lower()
+    if suffix in FILE_FORMATS and not Path(text).is_dir():
+        raise DestinationError(
+            f"--to {text}: a {suffix} file is not a destination; use a .duckdb/.db file, a "
+            "postgresql:// URL, or a folder path (without an extension) for a Parquet dataset"
+        )
     return Destination("parquet", text, text)
+
+
+def writable_place(path: Path) -> None:
+    """Raise `DestinationError` unless `path` could be created: every existing ancestor is a folder
+    and the nearest existing one is writable."""
+    for ancestor in [path.parent, *path.parent.parents]:
+        if ancestor.exists() and not ancestor.is_dir():
+            raise DestinationError(f"cannot write {path}: {ancestor} is a file, not a folder")
+    parent = path.parent
+    while not parent.exists() and parent.parent != parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DestinationError(f"cannot write {path}: {parent} is not writable (permissions or a read-only mount)")

@@ -6,8 +6,13 @@ Chunks arrive as Arrow tables, registered as a view and merged with
 ``INSERT ... ON CONFLICT (entity, project, run_id, _step) DO UPDATE``; DuckDB's DDL is
 transactional, so a column added for a new key disappears with a rolled-back chunk.
 
-A full refresh writes ``<table>__refresh`` tables (resumable) and renames them over the live tables
-in one transaction at the end.
+A full refresh writes the runs it exports into ``<table>__refresh`` tables and swaps them in for
+those runs only, in one transaction at the end (see `connector.export.sinks.base`).
+
+Before anything is written the path is checked (`check_duckdb_path`): a folder, a file that is not
+a DuckDB database, a parent that is a file or an unwritable place are refused in one line, and a
+database another process holds open (another export) raises `DestinationBusyError`. A file this
+sink created and never wrote to is removed again by `close`.
 
 >>> import tempfile, os
 >>> sink = DuckDBSink(os.path.join(tempfile.mkdtemp(), "x.duckdb"), layout="wide")
@@ -21,15 +26,46 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from ...sqlfiles import sql_text
+from ...errors import DestinationBusyError, DestinationError
 from .base import SqlSink, quote
+from .dest import writable_place
 
 _TYPES = {"double": "DOUBLE", "bool": "BOOLEAN", "string": "VARCHAR", "int64": "BIGINT"}
 _FROM_SQL = {"DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
+_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+
+
+def check_duckdb_path(path: str) -> None:
+    """Refuse paths that are not, and cannot become, a DuckDB database file.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> check_duckdb_path(os.path.join(d, "new.duckdb"))
+    >>> check_duckdb_path(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    connector.errors.DestinationError: ... is a folder, not a DuckDB database file
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise DestinationError(f"{path} is a folder, not a DuckDB database file")
+    if p.exists():
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(12)
+        except OSError as exc:
+            raise DestinationError(f"cannot read {path}: {exc.strerror}") from None
+        if head[8:12] != _MAGIC:
+            raise DestinationError(f"{path} exists and is not a DuckDB database file (refusing to touch it)")
+        if not os.access(p, os.W_OK):
+            raise DestinationError(f"{path} is not writable (permissions or a read-only mount)")
+        return
+    writable_place(p)
 
 
 class DuckDBSink(SqlSink):
@@ -53,15 +89,23 @@ class DuckDBSink(SqlSink):
         self.path = path
         self.display = path
         self.read_only = read_only
-        if read_only and not os.path.exists(path):
-            self.con = duckdb.connect(":memory:")
-        else:
-            if os.path.dirname(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-            self.con = duckdb.connect(path, read_only=read_only)
+        check_duckdb_path(path)
+        self.created = not os.path.exists(path)
+        try:
+            if read_only and self.created:
+                self.con = duckdb.connect(":memory:")
+            else:
+                if not read_only and os.path.dirname(path):
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.con = duckdb.connect(path, read_only=read_only)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "lock" in first.lower():
+                raise DestinationBusyError(
+                    f"{path} is in use by another process (another export running?): {first}"
+                ) from None
+            raise DestinationError(f"cannot open {path} as a DuckDB database: {first}") from None
         self._names = itertools.count()
-        if not read_only:
-            self.ensure_tables()
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self.con.execute(sql, params) if params is not None else self.con.execute(sql)
@@ -93,22 +137,23 @@ class DuckDBSink(SqlSink):
     def table_columns(self, table: str) -> dict[str, pa.DataType]:
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = ?",
+            "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
             [table],
         ).fetchall()
         return {name: _FROM_SQL.get(typ, pa.string()) for name, typ in rows}
 
-    def runs_ddl(self, table: str) -> str:
-        return sql_text("runs_table").replace("CREATE TABLE IF NOT EXISTS runs (", f"CREATE TABLE IF NOT EXISTS {quote(table)} (")
+    def table_exists(self, table: str) -> bool:
+        rows = self.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+            [table],
+        )
+        return bool(rows and rows[0][0])
 
-    def load_states(self):  # type: ignore[no-untyped-def]
-        if self.read_only:
-            exists = self.con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [self.name("_wandb_export_state")]
-            ).fetchone()
-            if not exists or not exists[0]:
-                return {} if self.external is None else self.external.load()
-        return super().load_states()
+    def runs_ddl(self, table: str) -> str:
+        return self.ddl("runs_table", table)
 
     def close(self) -> None:
         self.con.close()
+        if self.created and not self.prepared and not self.read_only:
+            for leftover in (self.path, self.path + ".wal"):  # created here, never written: ours
+                Path(leftover).unlink(missing_ok=True)

@@ -7,16 +7,26 @@ Layout of a dataset folder ``D``::
     D/system_metrics/.../part-ts-<first ms>-<last ms>.parquet
     D/runs/runs.parquet           (RUNS_SCHEMA, rewritten atomically at the end of each export)
     D/_wandb_export_state.json    (the checkpoint, unless --checkpoint PATH)
+    D/.wandb-export.lock          (held while an export writes: one export at a time)
+    D/_wandb_refresh/             (a full refresh in progress: the exporter's own staging area)
 
 Partition values are percent-encoded (``urllib.parse.quote``); the files do not repeat the
 partition columns. A history file covers the aligned step range ``[k*chunk_steps,
-(k+1)*chunk_steps)`` named in it (``part-<key set>-...`` when ``--keys`` selected columns), so the
-same chunk always has the same name. A chunk is written to a temp file (``.part-....tmp``, which no
-``*.parquet`` glob matches), ``fsync``-ed and renamed into place; **then** the state file is replaced
-atomically. A crash between the two leaves a file the state does not cover yet: the resumed export
-rewrites the same chunk under the same name (a partly filled chunk is merged with the rows already
-in its file, on ``_step``). A run exported afresh (no watermark, or rewound) first removes its old
-files.
+(k+1)*chunk_steps)`` named in it, so the same chunk always has the same name. Every key set
+(``--keys``) writes into the same files: a chunk merges with the rows already in its file on
+``_step`` (its own columns replaced, the other columns kept), so a (run, ``_step``) is one row
+whatever options exported it. A chunk is written to a temp file (``.part-....tmp``, which no
+``*.parquet`` glob matches), ``fsync``-ed and renamed into place; **then** the state file is
+replaced atomically. A crash between the two leaves a file the state does not cover yet: the
+resumed export rewrites the same chunk under the same name (merging on ``_step`` again).
+
+**Ownership**: the sink refuses a folder whose table folders (``history/``, ``history_long/``,
+``system_metrics/``, ``runs/``) hold anything it does not recognise, and never touches anything
+outside them but its state, lock and staging files. A full refresh stages the runs it exports under
+``D/_wandb_refresh/`` and swaps **those runs' partitions** in at the end through a journal
+(``swap.json``: move the live partitions out, move the staged ones in, merge the state and the runs
+table, clean up; a crash anywhere is completed when the dataset is next opened). Other runs,
+projects and files are never touched.
 
 Columns may differ between files (a key that appears later, a run with other keys). Read the dataset
 with DuckDB, unioning columns by name and taking the partition columns as text::
@@ -25,28 +35,30 @@ with DuckDB, unioning columns by name and taking the partition columns as text::
                                union_by_name = true, hive_types_autocast = false)
 
 (`read_table` does exactly that.) A column keeps its first type across the whole dataset (the
-state file records the types); later values of another type go to ``_extra``.
-
-A full refresh builds ``D.__refresh__`` and swaps it in with two renames (``D`` → ``D.__old__``,
-``D.__refresh__`` → ``D``), then removes ``D.__old__``; a crash between the renames is completed the
-next time the dataset is opened.
+state file records the types); later values of another type go to ``_extra``. Keys whose name is
+not a plain column name (`connector.export.tables.column_for_key`) are recorded in the state file's
+``column_map``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote as urlquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ...arrow import STEP_COLUMN
+from ...arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...errors import DestinationBusyError, DestinationError
 from ..checkpoint import (
     ALL_KEYS,
     EVENTS,
@@ -62,13 +74,19 @@ from ..tables import (
     LONG_TABLE,
     RUN_COLUMNS,
     RUNS_TABLE,
+    column_keys,
     conform,
     to_long,
 )
 from .base import Interrupted
+from .dest import writable_place
 
 STATE_FILE = "_wandb_export_state.json"
-REFRESH, OLD = ".__refresh__", ".__old__"
+LOCK_FILE = ".wandb-export.lock"
+STAGING = "_wandb_refresh"
+JOURNAL = "swap.json"
+REFRESH = ".__refresh__"
+PARTITIONED = (HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE)
 
 
 def partition(root: Path, table: str, entity: str, project: str, run_id: str) -> Path:
@@ -78,15 +96,14 @@ def partition(root: Path, table: str, entity: str, project: str, run_id: str) ->
     )
 
 
-def chunk_file_name(key_set: str, lo: int, chunk_steps: int) -> str:
+def chunk_file_name(lo: int, chunk_steps: int) -> str:
     """The deterministic name of the file holding the aligned chunk that contains step `lo`.
 
-    >>> chunk_file_name("*", 12500, 10000)
+    >>> chunk_file_name(12500, 10000)
     'part-000000010000-000000020000.parquet'
     """
     start = lo // chunk_steps * chunk_steps
-    tag = "" if key_set == ALL_KEYS else f"{key_set}-"
-    return f"part-{tag}{start:012d}-{start + chunk_steps:012d}.parquet"
+    return f"part-{start:012d}-{start + chunk_steps:012d}.parquet"
 
 
 def read_table(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> pa.Table:
@@ -112,6 +129,67 @@ def read_table(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> pa.T
         con.close()
 
 
+def check_dataset_folder(root: Path) -> None:
+    """Refuse a destination that is not (and cannot become) a dataset folder of this exporter.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "notes.txt").write_text("mine")
+    4
+    >>> check_dataset_folder(d)   # files outside the layout are fine (and never touched)
+    >>> (d / "history").mkdir(); (d / "history" / "data.csv").write_text("x")
+    1
+    >>> check_dataset_folder(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    connector.errors.DestinationError: ... is not part of a wandb-history dataset...
+    """
+    if root.exists() and not root.is_dir():
+        raise DestinationError(f"{root} is a file: a Parquet dataset needs a folder")
+    if not root.exists():
+        writable_place(root)
+        return
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DestinationError(f"cannot write into {root} (permissions or a read-only mount)")
+    for table in (*PARTITIONED, RUNS_TABLE):
+        base = root / table
+        if not base.exists():
+            continue
+        unknown = _unknown_entry(base, table)
+        if unknown is not None:
+            raise DestinationError(
+                f"{unknown} is not part of a wandb-history dataset; refusing to write into {root} "
+                "(move it away, or export into another folder)"
+            )
+
+
+def _unknown_entry(base: Path, table: str) -> Path | None:
+    if not base.is_dir():
+        return base
+    if table == RUNS_TABLE:
+        for entry in base.iterdir():
+            if not (entry.name == "runs.parquet" or (entry.name.startswith(".runs.parquet.") and entry.name.endswith(".tmp"))):
+                return entry
+        return None
+    levels = ("entity=", "project=", "run_id=")
+    stack: list[tuple[Path, int]] = [(base, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        for entry in folder.iterdir():
+            if depth < 3:
+                if not (entry.is_dir() and entry.name.startswith(levels[depth])):
+                    return entry
+                stack.append((entry, depth + 1))
+            elif not (
+                entry.is_file()
+                and (
+                    (entry.name.startswith("part-") and entry.name.endswith(".parquet"))
+                    or (entry.name.startswith(".part-") and entry.name.endswith(".tmp"))
+                )
+            ):
+                return entry
+    return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -120,13 +198,87 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def recover_swap(root: Path) -> None:
-    """Complete a full-refresh swap that a crash interrupted (see the module docstring)."""
-    refresh, old = Path(str(root) + REFRESH), Path(str(root) + OLD)
-    if not root.exists() and old.exists() and refresh.exists():
-        os.rename(refresh, root)
-    if root.exists() and old.exists():
-        shutil.rmtree(old)
+def _staged_state_path(final: Path, checkpoint: str | None) -> Path:
+    return Path(checkpoint + REFRESH) if checkpoint else final / STAGING / STATE_FILE
+
+
+def complete_swap(final: Path, checkpoint: str | None = None) -> None:
+    """Finish a full-refresh swap from its journal (idempotent; see the module docstring)."""
+    staging = final / STAGING
+    journal_path = staging / JOURNAL
+    if not journal_path.exists():
+        return
+    journal = json.loads(journal_path.read_text(encoding="utf-8"))
+    runs = [tuple(r) for r in journal["runs"]]
+    old = staging / "old"
+    if journal["phase"] == "out":
+        for table in PARTITIONED:
+            for e, p, r in runs:
+                live = partition(final, table, e, p, r)
+                if live.exists():
+                    target = partition(old, table, e, p, r)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(live, target)
+        journal["phase"] = "in"
+        write_atomic(journal_path, json.dumps(journal).encode())
+    if journal["phase"] == "in":
+        for table in PARTITIONED:
+            for e, p, r in runs:
+                staged = partition(staging, table, e, p, r)
+                if staged.exists():
+                    live = partition(final, table, e, p, r)
+                    live.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(staged, live)
+        _merge_states(final, checkpoint, set(runs))
+        _merge_runs_file(final, staging)
+        journal["phase"] = "clean"
+        write_atomic(journal_path, json.dumps(journal).encode())
+    staged_state = _staged_state_path(final, checkpoint)
+    if checkpoint:
+        staged_state.unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merge_states(final: Path, checkpoint: str | None, runs: set[tuple[Any, ...]]) -> None:
+    staged = JsonStateStore(_staged_state_path(final, checkpoint))
+    new_states = staged.load()
+    live_path = Path(checkpoint) if checkpoint else final / STATE_FILE
+    live = JsonStateStore(live_path)
+    kept = [s for k, s in live.load().items() if (k.entity, k.project, k.run_id) not in runs]
+    meta = dict(live.meta)
+    for name in ("columns", "column_map"):
+        merged = {t: dict(v) for t, v in (meta.get(name) or {}).items()}
+        for table, values in (staged.meta.get(name) or {}).items():
+            for k, v in values.items():
+                merged.setdefault(table, {}).setdefault(k, v)
+        meta[name] = merged
+    fresh = JsonStateStore(live_path.with_name(live_path.name + ".swap"))
+    fresh.commit([*kept, *new_states.values()], meta=meta)
+    os.replace(fresh.path, live_path)
+
+
+def _merge_runs_file(final: Path, staging: Path) -> None:
+    from ...runs_table import RUNS_SCHEMA
+
+    staged = staging / RUNS_TABLE / "runs.parquet"
+    if not staged.exists():
+        return
+    rows = _runs_rows(final / RUNS_TABLE / "runs.parquet")
+    rows.update(_runs_rows(staged))
+    _write_runs(final / RUNS_TABLE / "runs.parquet", rows, RUNS_SCHEMA)
+
+
+def _runs_rows(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    if not path.exists():
+        return {}
+    return {(r["entity"], r["project"], r["run_id"]): r for r in pq.read_table(path).to_pylist()}
+
+
+def _write_runs(path: Path, rows: dict[tuple[str, str, str], dict[str, Any]], schema: pa.Schema) -> None:
+    table = pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_atomic(path, sink.getvalue().to_pybytes())
 
 
 class ParquetSink:
@@ -145,27 +297,69 @@ class ParquetSink:
         self.display = str(target)
         self.layout = layout
         self.full_refresh = full_refresh
-        if not read_only:
-            recover_swap(self.final)
-        self.root = Path(str(self.final) + REFRESH) if full_refresh else self.final
         self.checkpoint = checkpoint
-        state_path = Path(checkpoint + (REFRESH if full_refresh else "")) if checkpoint else self.root / STATE_FILE
-        self.store = JsonStateStore(state_path)
         self.read_only = read_only
+        self.prepared = False
+        self._lock_file: IO[str] | None = None
+        check_dataset_folder(self.final)
+        self.created = not self.final.exists()
+        if not read_only:
+            self._take_lock()
+            complete_swap(self.final, checkpoint)
+        self.root = self.final / STAGING if full_refresh else self.final
+        self.live = JsonStateStore(Path(checkpoint) if checkpoint else self.final / STATE_FILE)
+        self.live.load()  # a corrupt state file is refused now, before any API work
+        self.store = JsonStateStore(_staged_state_path(self.final, checkpoint)) if full_refresh else self.live
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._fresh_done: set[StateKey] = set()
+
+    def _take_lock(self) -> None:
+        self.final.mkdir(parents=True, exist_ok=True)
+        fh = open(self.final / LOCK_FILE, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise DestinationBusyError(
+                f"another export is writing into {self.final} (its {LOCK_FILE} is locked); wait for it to finish"
+            ) from None
+        self._lock_file = fh
 
     # -- state -----------------------------------------------------------------------------------
     def load_states(self) -> dict[StateKey, StreamState]:
-        return self.store.load()
+        return self.live.load()
+
+    def prepare(self) -> None:
+        if self.full_refresh:  # the staging area is the exporter's own: a refresh starts clean
+            shutil.rmtree(self.final / STAGING, ignore_errors=True)
+            _staged_state_path(self.final, self.checkpoint).unlink(missing_ok=True)
+            self.store = JsonStateStore(_staged_state_path(self.final, self.checkpoint))
+        self.prepared = True
 
     def commit_state(self, states: Sequence[StreamState]) -> None:
         self.store.commit(states)
 
+    def _meta(self, name: str, table: str) -> dict[str, Any]:
+        out = dict(((self.live.meta.get(name) or {}).get(table)) or {})
+        if self.store is not self.live:
+            out.update(((self.store.meta.get(name) or {}).get(table)) or {})
+        return out
+
     def _types(self, table: str) -> dict[str, pa.DataType]:
-        names = (self.store.meta.get("columns") or {}).get(table) or {}
-        return {name: _type_from_str(t) for name, t in names.items()}
+        return {name: _type_from_str(t) for name, t in self._meta("columns", table).items()}
+
+    def _record_meta(self, table: str, types: dict[str, str], names: dict[str, str]) -> dict[str, Any] | None:
+        """The state-file meta after adding column types and mapped names (None: unchanged)."""
+        if not types and not names:
+            return None
+        meta: dict[str, Any] = {}
+        for name, new in (("columns", types), ("column_map", names)):
+            current = {t: dict(v) for t, v in (self.store.meta.get(name) or {}).items()}
+            merged = current.setdefault(table, {})
+            for k, v in new.items():
+                merged.setdefault(k, v)
+            meta[name] = current
+        return meta
 
     # -- runs ------------------------------------------------------------------------------------
     def begin_run(self, run_row: dict[str, Any], reset: Sequence[StreamState] = ()) -> None:
@@ -173,21 +367,11 @@ class ParquetSink:
         with self._lock:
             self._runs[key] = run_row
         if reset:
-            self.store.commit(reset)  # the watermark goes first: the files are then only leftovers
-            for state in reset:
-                self._remove_files(state.key)
-
-    def _remove_files(self, key: StateKey) -> None:
-        prefix = "part-" + ("" if key.key_set == ALL_KEYS else f"{key.key_set}-")
-        for table in (HISTORY_TABLE, LONG_TABLE):
-            folder = partition(self.root, table, key.entity, key.project, key.run_id)
-            if not folder.exists():
-                continue
-            for f in folder.glob("*.parquet"):
-                rest = f.name[len(prefix):] if f.name.startswith(prefix) else ""
-                if rest[:1].isdigit() and not f.name.startswith("part-ts-"):
+            self.store.commit(reset)  # the watermarks go first: the files are then only leftovers
+            for table in (HISTORY_TABLE, LONG_TABLE):
+                folder = partition(self.root, table, *key)
+                for f in folder.glob("part-*.parquet") if folder.exists() else ():
                     f.unlink()
-        self._fresh_done.add(key)
 
     # -- chunks ----------------------------------------------------------------------------------
     def write_chunk(
@@ -201,49 +385,33 @@ class ParquetSink:
         stop: threading.Event | None = None,
         fresh: bool = False,
     ) -> int:
-        del fresh  # chunk files have deterministic names: a rewrite replaces, never duplicates
-        key = state.key
+        del fresh  # chunk files have deterministic names: a rewrite merges, never duplicates
         if stream == EVENTS:
             return self._write_events(table, state, stop)
-        committed = self.store.load().get(key)
-        if (committed is None or committed.watermark is None) and key not in self._fresh_done:
-            self._remove_files(key)
+        key = state.key
         long = self.layout == "long"
         name = LONG_TABLE if long else HISTORY_TABLE
         folder = partition(self.root, name, key.entity, key.project, key.run_id)
         assert state.chunk_steps is not None
-        path = folder / chunk_file_name(key.key_set, int(lo), state.chunk_steps)
-        data = table.drop_columns(list(RUN_COLUMNS))
+        path = folder / chunk_file_name(int(lo), state.chunk_steps)
+        fixed = (*RUN_COLUMNS, STEP_COLUMN, EXTRA_COLUMN)
+        mapped = column_keys(table)
+        names = [n for n in table.column_names if n not in fixed]
+        replaced = None if key.key_set == ALL_KEYS else {mapped.get(n, n) if long else n for n in names}
+        new_types: dict[str, str] = {}
         with self._lock:
-            new_types: dict[str, str] = {}
             if long:
-                data = to_long(table).drop_columns(list(RUN_COLUMNS))
+                data = to_long(table, mapped).drop_columns(list(RUN_COLUMNS))
+                mapped = {}
             else:
                 types = self._types(name)
                 data = conform(table, types).drop_columns(list(RUN_COLUMNS))
                 new_types = {f.name: str(f.type) for f in data.schema if f.name not in types}
         data = _plain(data)
-        start = int(lo) // state.chunk_steps * state.chunk_steps
-        if int(lo) > start and path.exists():
-            old = pq.read_table(path)
-            steps = old.column(STEP_COLUMN)
-            import pyarrow.compute as pc
-
-            keep = pc.or_(pc.less(steps, int(lo)), pc.greater_equal(steps, int(hi)))
-            data = pa.concat_tables([old.filter(keep), data], promote_options="default")
-            sort = [(STEP_COLUMN, "ascending")] + ([("key", "ascending")] if long else [])
-            data = data.sort_by(sort)
+        if path.exists():
+            data = _merge_file(pq.read_table(path), data, int(lo), int(hi), long, replaced)
         self._replace(path, data, stop)
-        meta = None
-        if new_types:
-            with self._lock:
-                columns = dict(self.store.meta.get("columns") or {})
-                merged = dict(columns.get(name) or {})
-                for k, v in new_types.items():
-                    merged.setdefault(k, v)
-                columns[name] = merged
-                meta = {"columns": columns}
-        self.store.commit([state], meta=meta)
+        self.store.commit([state], meta=self._record_meta(name, new_types, mapped))
         crash_point("after-commit")
         return table.num_rows
 
@@ -279,19 +447,14 @@ class ParquetSink:
                 if floor is None or first > int(floor * 1000):
                     f.unlink()
         ts = table.column("_timestamp").to_pylist()
+        mapped = column_keys(table)
         with self._lock:
             types = self._types(EVENTS_TABLE)
             data = _plain(conform(table, types).drop_columns(list(RUN_COLUMNS)))
             new_types = {f.name: str(f.type) for f in data.schema if f.name not in types}
         path = folder / f"part-ts-{int(min(ts) * 1000):015d}-{int(max(ts) * 1000):015d}.parquet"
         self._replace(path, data, stop)
-        meta = None
-        if new_types:
-            with self._lock:
-                columns = dict(self.store.meta.get("columns") or {})
-                columns[EVENTS_TABLE] = {**new_types, **(columns.get(EVENTS_TABLE) or {})}
-                meta = {"columns": columns}
-        self.store.commit([state], meta=meta)
+        self.store.commit([state], meta=self._record_meta(EVENTS_TABLE, new_types, mapped))
         crash_point("after-commit")
         return table.num_rows
 
@@ -300,32 +463,86 @@ class ParquetSink:
         from ...runs_table import RUNS_SCHEMA
 
         path = self.root / RUNS_TABLE / "runs.parquet"
-        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-        if path.exists():
-            for row in pq.read_table(path).to_pylist():
-                rows[(row["entity"], row["project"], row["run_id"])] = row
+        rows = _runs_rows(path)
         rows.update(self._runs)
-        if rows or path.exists():
-            table = pa.Table.from_pylist([rows[k] for k in sorted(rows)], schema=RUNS_SCHEMA)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            write_atomic(path, sink.getvalue().to_pybytes())
+        if rows:
+            _write_runs(path, rows, RUNS_SCHEMA)
         if self.full_refresh:
             self._swap()
 
     def _swap(self) -> None:
         crash_point("before-swap")
-        old = Path(str(self.final) + OLD)
-        if self.final.exists():
-            os.rename(self.final, old)
-        os.rename(self.root, self.final)
-        if old.exists():
-            shutil.rmtree(old)
-        if self.checkpoint and os.path.exists(self.checkpoint + REFRESH):
-            os.replace(self.checkpoint + REFRESH, self.checkpoint)
+        staging = self.final / STAGING
+        runs = sorted(self._runs)
+        write_atomic(staging / JOURNAL, json.dumps({"phase": "out", "runs": runs}).encode())
+        complete_swap(self.final, self.checkpoint)
 
     def close(self) -> None:
-        pass
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+            if self.created and not self.prepared:  # made here for the lock, never written: ours
+                (self.final / LOCK_FILE).unlink(missing_ok=True)
+                try:
+                    self.final.rmdir()
+                except OSError:
+                    pass
+
+
+def _merge_file(
+    old: pa.Table, new: pa.Table, lo: int, hi: int, long: bool, replaced: set[str] | None
+) -> pa.Table:
+    """The rows of an existing chunk file merged with a new chunk of ``[lo, hi)``.
+
+    Outside the window old rows stay. Inside it, the new chunk's columns (`replaced`; None: every
+    column) replace the old ones, and the old file's other columns are kept on the same ``_step``.
+    """
+    steps = old.column(STEP_COLUMN)
+    inside_mask = pc.and_(pc.greater_equal(steps, lo), pc.less(steps, hi))
+    outside = old.filter(pc.invert(inside_mask))
+    inside = old.filter(inside_mask)
+    if replaced is None or inside.num_rows == 0:
+        merged = new
+    elif long:
+        keep = pc.invert(pc.is_in(inside.column("key"), pa.array(sorted(replaced), pa.string())))
+        merged = pa.concat_tables([inside.filter(keep), new], promote_options="default")
+    else:
+        merged = _merge_columns(inside, new, replaced)
+    out = pa.concat_tables([outside, merged], promote_options="default")
+    order = [(STEP_COLUMN, "ascending")] + ([("key", "ascending")] if long else [])
+    return out.sort_by(order)
+
+
+def _merge_columns(inside: pa.Table, new: pa.Table, replaced: set[str]) -> pa.Table:
+    """Join the kept columns of the old rows onto the new rows by ``_step`` (full outer)."""
+    from ...arrow import dumps_json
+    from ..tables import _parse_extra
+
+    drop = [c for c in inside.column_names if c in replaced or c in new.column_names and c not in (STEP_COLUMN, EXTRA_COLUMN)]
+    rest = inside.drop_columns(drop)
+    if EXTRA_COLUMN in rest.column_names:
+        rest = rest.rename_columns([c if c != EXTRA_COLUMN else "__old_extra" for c in rest.column_names])
+    joined = new.join(rest, keys=STEP_COLUMN, join_type="full outer")
+    if "__old_extra" in joined.column_names:
+        old_extra = joined.column("__old_extra").to_pylist()
+        new_extra = joined.column(EXTRA_COLUMN).to_pylist() if EXTRA_COLUMN in joined.column_names else [None] * len(old_extra)
+        combined = []
+        for o, n in zip(old_extra, new_extra, strict=True):
+            if o and n:
+                kept = {k: v for k, v in _parse_extra(o).items() if k not in replaced}
+                combined.append(dumps_json({**kept, **_parse_extra(n)}))
+            elif o:
+                kept = {k: v for k, v in _parse_extra(o).items() if k not in replaced}
+                combined.append(dumps_json(kept) if kept else None)
+            else:
+                combined.append(n)
+        joined = joined.drop_columns(["__old_extra"])
+        column = pa.array(combined, pa.string())
+        if EXTRA_COLUMN in joined.column_names:
+            joined = joined.set_column(joined.column_names.index(EXTRA_COLUMN), EXTRA_COLUMN, column)
+        else:
+            joined = joined.append_column(EXTRA_COLUMN, column)
+    return joined
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -18,10 +18,20 @@ COPY straight into the target cannot merge, hence the staging table. The staging
 ``c0, c1, ...`` so no key name meets an identifier limit there.
 
 PostgreSQL limits: identifiers are at most 63 bytes and a table at most 1,600 columns. A key whose
-name is longer gets the column ``<first bytes>~<8 hex of sha1(key)>`` (unique, never a truncation
-that could collide); keys that would push ``history`` past `MAX_COLUMNS` go to ``history_long``
-(one row per step and key) instead. Both are recorded in ``_wandb_column_map (table_name, key,
-column_name, layout)``, written in the same transaction as the DDL.
+name is longer gets the column ``<first bytes>~<8 hex of sha1(key)>`` (`connector.export.tables.
+column_for_key`, the rule of every destination; never a truncation that could collide); keys that
+would push ``history`` past `MAX_COLUMNS` go to ``history_long`` (one row per step and key)
+instead. Both are recorded in ``_wandb_column_map (table_name, key, column_name, layout)``, written
+in the same transaction as the DDL.
+
+Text cannot hold NUL characters in PostgreSQL: a string value holding NUL goes to ``_extra`` as
+JSON (``\\u0000`` escapes, lossless); in the long layout such a value is stored as its JSON string
+literal, and a key holding NUL is recorded (in ``key`` columns and the name map) as its JSON string
+literal.
+
+One export at a time per schema: the sink holds a session-level advisory lock
+(`pg_try_advisory_lock`) from open to close; a second export into the same schema fails at once
+with `DestinationBusyError`.
 
 The database password never leaves the connection: errors are scrubbed and the destination is shown
 with ``***`` in its place.
@@ -29,16 +39,18 @@ with ``***`` in its place.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ...errors import ConfigurationError, ConnectorError
-from ..tables import COLUMN_MAP_TABLE, RUNS_TABLE, STATE_TABLE
-from .base import SqlSink, quote
+from ...arrow import EXTRA_COLUMN
+from ...errors import ConfigurationError, ConnectorError, DestinationBusyError, DestinationError
+from ..tables import RUNS_TABLE, _merge_extra, column_for_key
+from .base import SqlSink
 from .dest import scrub
 
 MAX_IDENTIFIER = 63
@@ -54,20 +66,18 @@ _STAGE = "_wandb_stage"
 
 
 def column_identifier(key: str) -> str:
-    """The column name of `key` in PostgreSQL: the key itself when it fits in 63 bytes, else its
-    longest prefix that fits with ``~`` and 8 hex digits of its SHA-1.
+    """The column name of `key` in PostgreSQL (`column_for_key` with the 63-byte limit).
 
     >>> column_identifier("loss")
     'loss'
     >>> name = column_identifier("x" * 80); len(name.encode()), name[-9:-8]
     (63, '~')
     """
-    raw = key.encode()
-    if len(raw) <= MAX_IDENTIFIER:
-        return key
-    digest = hashlib.sha1(raw).hexdigest()[:8]
-    prefix = raw[: MAX_IDENTIFIER - 9].decode("utf-8", "ignore")
-    return f"{prefix}~{digest}"
+    return column_for_key(key, MAX_IDENTIFIER)
+
+
+def _has_nul(column: pa.ChunkedArray) -> bool:
+    return bool(pa.types.is_string(column.type) and pc.any(pc.match_substring(column, "\x00")).as_py())
 
 
 class PostgresSink(SqlSink):
@@ -75,6 +85,8 @@ class PostgresSink(SqlSink):
 
     dialect = "postgres"
     types = _TYPES
+    max_identifier = MAX_IDENTIFIER
+    max_columns = MAX_COLUMNS
 
     def __init__(
         self,
@@ -98,15 +110,25 @@ class PostgresSink(SqlSink):
         try:
             self.con = pg.connect(url)
         except Exception as exc:
-            raise ConnectorError(
+            raise DestinationError(
                 f"cannot connect to {display}: {scrub(str(exc), self._password).splitlines()[0]}"
             ) from None
         self.cur = self.con.cursor()
         self.read_only = read_only
-        self._map: dict[str, dict[str, tuple[str | None, str]]] = {}
         self._stages = itertools.count()
         if not read_only:
-            self.ensure_tables()
+            self._lock_destination()
+
+    def _lock_destination(self) -> None:
+        row = self.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended('wandb-history-export:' || current_schema(), 0))"
+        )
+        self.commit()
+        if not row or not row[0][0]:
+            self.close()
+            raise DestinationBusyError(
+                f"another export is writing into {self.display} (schema lock held); wait for it to finish"
+            )
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         sql = sql.strip().rstrip(";")  # ADBC wraps queries in COPY (...): no trailing semicolon
@@ -133,10 +155,6 @@ class PostgresSink(SqlSink):
         except Exception:
             pass
 
-    def invalidate(self) -> None:
-        super().invalidate()
-        self._map.clear()
-
     def stage(self, table: pa.Table, target: str) -> tuple[str, list[str]]:
         names = [f"c{i}" for i in range(table.num_columns)]
         staged = table.rename_columns(names)
@@ -156,82 +174,44 @@ class PostgresSink(SqlSink):
     def table_columns(self, table: str) -> dict[str, pa.DataType]:
         rows = self.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = $1",
+            "WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
             [table],
         )
         return {name: _FROM_SQL.get(typ, pa.string()) for name, typ in rows}
 
+    def table_exists(self, table: str) -> bool:
+        found = self.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name = $1",
+            [table],
+        )
+        return bool(found and found[0][0])
+
     def runs_ddl(self, table: str) -> str:
         return self.ddl("postgres_runs_table", table)
 
-    def extra_ddl(self) -> None:
-        self.execute(self.ddl("postgres_column_map", self.name(COLUMN_MAP_TABLE)))
+    # -- NUL characters --------------------------------------------------------------------------
+    def map_key(self, key: str) -> str:
+        return json.dumps(key) if "\x00" in key else key
 
-    def load_states(self):  # type: ignore[no-untyped-def]
-        if self.read_only and self.external is None:
-            found = self.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
-                "AND table_name = $1",
-                [self.name(STATE_TABLE)],
-            )
-            if not found or not found[0][0]:
-                return {}
-        return super().load_states()
-
-    # -- name map --------------------------------------------------------------------------------
-    def _column_map(self, table: str) -> dict[str, tuple[str | None, str]]:
-        if table not in self._map:
-            rows = self.execute(
-                f"SELECT key, column_name, layout FROM {quote(self.name(COLUMN_MAP_TABLE))} WHERE table_name = $1",
-                [table],
-            )
-            self._map[table] = {key: (column, layout) for key, column, layout in rows}
-        return self._map[table]
-
-    def map_columns(self, table: str, names: list[str]) -> tuple[dict[str, str], list[str]]:
-        existing = self._existing(table)
-        if self.suffix and table.endswith(self.suffix):
-            table = table[: -len(self.suffix)]  # the map names live tables, also during a refresh
-        known = self._column_map(table)
-        mapping: dict[str, str] = {}
-        overflow: list[str] = []
-        count = len(existing)
-        for key in names:
-            if key in known:
-                column, layout = known[key]
-                if layout == "long" or column is None:
-                    overflow.append(key)
-                else:
-                    mapping[key] = column
+    def misfit_text(self, table: pa.Table, key: list[str]) -> pa.Table:
+        misfits: dict[str, list[Any]] = {}
+        for name in table.column_names:
+            if name in key or name == EXTRA_COLUMN or not _has_nul(table.column(name)):
                 continue
-            column = column_identifier(key)
-            if column in existing:
-                mapping[key] = column
-                continue
-            if count + 1 > MAX_COLUMNS:
-                self._record(table, key, None, "long")
-                overflow.append(key)
-                continue
-            count += 1
-            if column != key:
-                self._record(table, key, column, "wide")
-            mapping[key] = column
-        return mapping, overflow
+            values = table.column(name).to_pylist()
+            misfits[name] = [v if isinstance(v, str) and "\x00" in v else None for v in values]
+            kept = [None if isinstance(v, str) and "\x00" in v else v for v in values]
+            table = table.set_column(table.column_names.index(name), table.schema.field(name), pa.array(kept, pa.string()))
+        return _merge_extra(table, misfits) if misfits else table
 
-    def _record(self, table: str, key: str, column: str | None, layout: str) -> None:
-        self.execute(
-            f"INSERT INTO {quote(self.name(COLUMN_MAP_TABLE))} (table_name, key, column_name, layout) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (table_name, key) DO NOTHING",
-            [table, key, column, layout],
-        )
-        self._map.setdefault(table, {})[key] = (column, layout)
-
-    # -- full refresh ----------------------------------------------------------------------------
-    def swapped_tables(self) -> list[str]:
-        return [*super().swapped_tables(), COLUMN_MAP_TABLE]
-
-    def after_rename(self, base: str) -> None:
-        self.execute(f"ALTER INDEX IF EXISTS {quote(self.name(base) + '_pkey')} RENAME TO {quote(base + '_pkey')}")
+    def long_rows(self, table: pa.Table) -> pa.Table:
+        for name in ("key", "value_text"):
+            column = table.column(name)
+            if _has_nul(column):
+                values = [json.dumps(v) if isinstance(v, str) and "\x00" in v else v for v in column.to_pylist()]
+                table = table.set_column(table.column_names.index(name), table.schema.field(name), pa.array(values, pa.string()))
+        return table
 
     def close(self) -> None:
         try:
@@ -246,4 +226,3 @@ def _password(url: str) -> str | None:
 
     password = urlsplit(url).password
     return unquote(password) if password else None
-
