@@ -4,10 +4,11 @@
 * The base URL is checked when the `Transport` is made: an ``http(s)://`` URL with a host, no
   whitespace (`ConfigurationError` naming the value otherwise).
 * Retried: 429 (honouring ``Retry-After`` in seconds or as an HTTP date), 5xx except 501, connection
-  errors, timeouts and truncated bodies; exponential backoff with jitter, at most `max_attempts`
-  attempts, and never past `deadline` seconds: it gives up when the time spent plus the next wait
-  would pass it (``gave up after 30s and 6 attempts: connection refused to ...``). Each retry logs
-  one WARNING line ``retrying 2/20 in 2.1s: <why> (<operation>)``.
+  errors, timeouts and truncated bodies (tenacity): exponential backoff with jitter, at most
+  `max_attempts` attempts, never past `deadline` seconds (the last wait is cut so that the last
+  attempt comes just before it; each attempt's timeouts are cut to what is left), then
+  ``gave up after 30s and 6 attempts: connection refused to ...``. Each retry logs one WARNING line
+  ``retrying 2/20 in 2.1s: <why> (<operation>)``.
 * Not retried (raised at once): 401/403 (`AuthenticationError`), 404 (`NotFoundError`), the other 4xx
   (`RequestError`; 405 is an `EndpointError`), 501 (`EndpointError`), any 3xx (`RedirectError`:
   redirects are never followed, they would turn the POST into a GET), a 200 whose body is not a
@@ -49,6 +50,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import orjson
 import requests
+import tenacity
 import urllib3
 from requests.adapters import HTTPAdapter
 
@@ -298,29 +300,34 @@ class Transport:
         label = operation_name or _operation_of(query)
         policy = self.retry
         started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._attempt(body, label, self._attempt_timeout(started))
-            except _Retryable as exc:
-                failure = exc
-            elapsed = time.monotonic() - started
-            wait = self._wait(failure, attempt)
-            if attempt >= policy.max_attempts or elapsed + wait > policy.deadline:
-                error = failure.error
-                tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
-                raise type(error)(
-                    f"gave up after {_seconds(elapsed)} and {tries}: {failure.reason} ({label})",
-                    status=error.status,
-                ) from failure.__cause__
-            with self._stats_lock:
-                self.stats["retries"] += 1
-            log.warning(
-                "retrying %d/%d in %.1fs: %s (%s)",
-                attempt + 1, policy.max_attempts, wait, failure.reason, label,
-            )  # fmt: skip
-            time.sleep(wait)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            stop=tenacity.stop_after_attempt(policy.max_attempts) | tenacity.stop_after_delay(policy.deadline),
+            wait=self._wait,
+            before_sleep=lambda state: self._before_sleep(state, label),
+            reraise=True,
+        )
+        try:
+            return retrying(lambda: self._attempt(body, label, self._attempt_timeout(started)))
+        except _Retryable as failure:
+            error = failure.error
+            attempts = retrying.statistics.get("attempt_number", 1)
+            tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+            raise type(error)(
+                f"gave up after {_seconds(time.monotonic() - started)} and {tries}: {failure.reason} ({label})",
+                status=error.status,
+            ) from failure.__cause__
+
+    def _before_sleep(self, state: tenacity.RetryCallState, label: str) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        reason = failure.reason if isinstance(failure, _Retryable) else str(failure)
+        with self._stats_lock:
+            self.stats["retries"] += 1
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "retrying %d/%d in %.1fs: %s (%s)",
+            state.attempt_number + 1, self.retry.max_attempts, wait, reason, label,
+        )  # fmt: skip
 
     def _attempt_timeout(self, started: float) -> tuple[float, float]:
         """This attempt's (connect, read) timeouts, cut to what is left of the deadline (at least 1s)."""
@@ -331,11 +338,17 @@ class Transport:
         left = max(1.0, self.retry.deadline - (time.monotonic() - started))
         return min(connect, left), min(read, left)
 
-    def _wait(self, failure: _Retryable, attempt: int) -> float:
-        if failure.retry_after is not None:
-            return min(failure.retry_after, self.retry.max_retry_after)
-        base = self.retry.initial_wait * 2 ** (attempt - 1)
-        return min(self.retry.max_wait, base) * (1 + 0.25 * random.random())
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Retry-After when the server gave one, else exponential backoff with jitter; never past
+        the deadline (the last attempt comes just before it, so --timeout is used in full)."""
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, _Retryable) and failure.retry_after is not None:
+            wait = min(failure.retry_after, self.retry.max_retry_after)
+        else:
+            base = self.retry.initial_wait * 2 ** (state.attempt_number - 1)
+            wait = min(self.retry.max_wait, base) * (1 + 0.25 * random.random())
+        left = self.retry.deadline - state.seconds_since_start - 0.05
+        return max(0.0, min(wait, left))
 
     def _attempt(
         self, body: bytes, label: str, timeout: tuple[float, float]

@@ -165,6 +165,7 @@ def test_typos_are_errors_with_suggestions(two_projects, tmp_path):
         (["demo/mnist", "--run", "nope"], "--run 'nope'"),
         (["acme/vision/nope", real], "acme/vision/nope not found"),
         (["acme/nothing"], "acme/nothing"),
+        ([str(tmp_path / "wandb" / "run-gone.wandb")], "no such file or folder"),
     ]
     for args, needle in cases:
         proc = run_cli([*args, "--to", dest, "--quiet"], env)

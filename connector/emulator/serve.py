@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.demo,
             a.host,
             a.port,
-            os.environ.get("WANDB_EMULATOR_API_KEY"),
+            os.environ.get("WANDB_EMULATOR_API_KEY") or None,  # empty: the default key
             warm=a.warm,
         )
     except (RuntimeError, ValueError) as exc:

@@ -1,8 +1,9 @@
 """``wandb-history export SOURCE... --to DEST``: the command line of `connector.export.export`.
 
-Exit status: 0 when every run was exported (or was up to date), 1 when some run failed (the others
-are committed; re-run to retry), 2 on a usage or configuration error, 130 on Ctrl-C (every chunk
-committed before it is kept and the export resumes from there).
+Exit status: `connector.errors.EXIT_CODES` (shown in ``--help``): 0 ok, 1 some runs failed (the
+others are committed), 2 usage or configuration error (found before anything is written), 3 the
+W&B API unreachable for ``--timeout`` seconds, 4 the destination busy, 70 internal error, 130 Ctrl-C
+(every chunk committed before it is kept; the message gives the command that resumes).
 
 The API key comes from ``WANDB_API_KEY`` or ``~/.netrc``, never from the command line. Nothing
 printed (progress, ``--dry-run``, ``--json``) holds the key or a database password.
@@ -57,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--running-lag", type=int, default=100, metavar="STEPS", help="steps re-read for running runs (default 100)")
     p.add_argument("--page-size", type=int, default=1000, help="rows per API page (default 1000)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output (failed runs and errors are still printed)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("--allow-missing", action="store_true",
                    help="a run, key or project that does not exist is not an error (default: exit 2 with a 'did you mean')")
@@ -199,6 +200,9 @@ def run(args: argparse.Namespace) -> int:
         _print_plan(summary)
     elif not args.quiet:
         _print_summary(summary)
+    else:  # --quiet hides progress, never failures
+        for path, error in summary.failed.items():
+            print(f"FAILED {path}: {_first_line(error)}", file=sys.stderr)
     return 0 if summary.ok else 1
 
 
