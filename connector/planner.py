@@ -17,6 +17,9 @@ silent.
 >>> [(w.lo, w.hi) for w in plan_windows(0, 5_001_500, page_size=1000, line_count=1500,
 ...                                      probe=lambda w, n: steps)]
 [(0, 5001000), (5001000, 5001500)]
+>>> ts = [1_700_000_000_000 + 1000 * i for i in range(50)]   # unix-millisecond steps, no line count
+>>> [(w.lo, w.hi) for w in plan_windows(0, ts[-1] + 1, page_size=1000, probe=lambda w, n: ts)]
+[(0, 1700000049001)]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from .source import Window
 
 PROBE_SAMPLES = 10_000
+MAX_DENSE_WINDOWS = 10_000  # more fixed windows than this (a huge step span): probe instead
 
 
 def window_samples(window: Window, page_size: int) -> int:
@@ -45,17 +49,21 @@ def plan_windows(
     if stop <= start:
         return []
     span = stop - start
-    # The probe costs one request; it pays as soon as it saves two or more empty pages.
+    # The probe costs one request; it pays as soon as it saves two or more empty pages. A span too
+    # wide for fixed windows is probed even without a line count (steps may be timestamps, or the
+    # server's lastStep may be wrong): cost and memory follow the rows, never the numeric span.
     sparse = line_count is not None and probe is not None and span - line_count >= 2 * page_size
-    if not sparse:
+    huge = probe is not None and span > MAX_DENSE_WINDOWS * page_size
+    if not (sparse or huge):
         return [Window(lo, min(lo + page_size, stop)) for lo in range(start, stop, page_size)]
-    assert probe is not None and line_count is not None
-    samples = max(1, min(line_count, PROBE_SAMPLES))
+    assert probe is not None
+    samples = max(1, min(line_count, PROBE_SAMPLES)) if line_count is not None else PROBE_SAMPLES
     steps = sorted(s for s in probe(Window(start, stop), samples) if start <= s < stop)
     if not steps:
         return [Window(start, stop)]
-    exact = len(steps) < samples or len(steps) >= line_count
-    per_window = page_size if exact else max(1, round(page_size * len(steps) / max(line_count, 1)))
+    rows = line_count if line_count is not None else len(steps)
+    exact = len(steps) < samples or len(steps) >= rows
+    per_window = page_size if exact else max(1, round(page_size * len(steps) / max(rows, 1)))
     bounds = [start] + [steps[i] for i in range(per_window, len(steps), per_window)] + [stop]
     bounds = sorted(set(bounds))
     return [Window(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]

@@ -130,7 +130,7 @@ def export_args(dest: str) -> list[str]:
     """The export command's arguments (``--timeout``: how long the API may keep failing)."""
     return [
         PROJECT, "--to", dest, "--chunk-steps", str(CHUNK_STEPS), "--concurrency", str(CONCURRENCY),
-        "--timeout", "60", "--json",
+        "--timeout", "60", "--json", "--page-size", "25",
     ]  # fmt: skip
 
 

@@ -319,7 +319,8 @@ def test_cli_json_has_per_run_results(demo, tmp_path):
 @pytest.mark.parametrize("as_json", [False, True])
 def test_cli_ctrl_c_says_what_was_committed_and_how_to_resume(as_json, demo, tmp_path):
     dest = str(tmp_path / "sigint.duckdb")
-    args = ["demo/mnist", "--to", dest, "--chunk-steps", "700", "--concurrency", "2", *(["--json"] if as_json else [])]
+    args = ["demo/mnist", "--to", dest, "--chunk-steps", "700", "--concurrency", "2", "--page-size", "100",
+            *(["--json"] if as_json else [])]  # fmt: skip
     demo.latency = 0.15  # the export takes > 5 s: the SIGINT at 3 s lands mid-way
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "export", *args],

@@ -37,6 +37,7 @@ from connector.transport import RetryPolicy  # noqa: E402
 
 FAST_RETRY = RetryPolicy(max_attempts=30, deadline=60, initial_wait=0.01, max_wait=0.05)
 ARGS = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2"]
+SLOW_ARGS = [*ARGS, "--page-size", "100"]  # ~100 requests: with emulator latency, kills land mid-way
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_kill_9_at_seeded_points_then_resume_is_identical(kind, demo, tmp_path):
     dest = make_dest(kind, tmp_path, "kill")
     for _ in range(2):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", "export", *ARGS, "--to", dest],
+            [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", dest],
             cwd=ROOT, env=cli_env(demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(rng.uniform(1.5, 4.5))
@@ -90,7 +91,7 @@ def test_ctrl_c_rolls_back_exits_non_zero_and_resumes(kind, demo, tmp_path):
     dest = make_dest(kind, tmp_path, "sigint")
     demo.latency = 0.15  # the export takes > 5 s: the SIGINT at 3 s lands mid-way
     proc = subprocess.Popen(
-        [sys.executable, "-m", "connector.cli", "export", *ARGS, "--to", dest],
+        [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", dest],
         cwd=ROOT, env=cli_env(demo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(3.0)

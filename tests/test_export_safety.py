@@ -225,7 +225,7 @@ def test_locked_duckdb_file_is_reported_as_busy(two_projects, tmp_path):
         holder.wait()
     assert proc.returncode == 4, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "in use by another process" in lines[0]
+    assert len(lines) == 1 and "another export (or program) holds" in lines[0]
 
 
 def test_database_errors_report_their_root_cause(two_projects, tmp_path):

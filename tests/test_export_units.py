@@ -13,7 +13,7 @@ from connector.api import Run
 from connector.errors import ConfigurationError
 from connector.export.checkpoint import JsonStateStore, StateKey, StreamState, key_set_id
 from connector.export.limiter import AimdLimiter
-from connector.export.plan import ExportOptions, aligned_chunks, plan_run
+from connector.export.plan import ExportOptions, plan_run, slot_chunks
 from connector.export.sinks.dest import parse_destination, redact_url
 from connector.export.sinks.postgres import column_identifier
 from connector.export.tables import conform, mark_json_columns, to_long, with_run_columns
@@ -42,23 +42,23 @@ def test_plan_actions_and_max_step_exclusive():
     run = _run(30)
     opts = ExportOptions(chunk_steps=10)
     p = plan_run(run, None, opts)
-    assert p.action == "new" and [(c.lo, c.hi) for c in p.chunks] == [(0, 10), (10, 20), (20, 30)]
+    assert p.action == "new" and [(r.lo, r.hi) for r in p.ranges] == [(0, 30)]
     p = plan_run(run, None, ExportOptions(chunk_steps=10, min_step=5, max_step=12))
-    assert [(c.lo, c.hi) for c in p.chunks] == [(5, 10), (10, 12)]
+    assert [(r.lo, r.hi, r.watermark) for r in p.ranges] == [(5, 12, 11)]
     key = p.key
     half = StreamState(key, watermark=14, last_step=29, line_count=30, run_state="finished")
     p = plan_run(run, half, opts)
-    assert p.action == "append" and p.start == 15 and [(c.lo, c.hi) for c in p.chunks] == [(15, 20), (20, 30)]
+    assert p.action == "append" and [(r.lo, r.hi) for r in p.ranges] == [(15, 30)]
     running = _run(30, state="running")
     p = plan_run(running, half.evolve(run_state="running"), ExportOptions(chunk_steps=10, running_lag=4))
-    assert p.action == "lag" and p.start == 11
+    assert p.action == "lag" and p.steps == [11, 30]
     longer = StreamState(key, watermark=29, last_step=40, line_count=41, run_state="finished")
     assert plan_run(run, longer, opts).action == "rewound"
     fewer_lines = StreamState(key, watermark=29, last_step=29, line_count=31, run_state="finished")
     assert plan_run(run, fewer_lines, opts).action == "rewound"
     done = StreamState(key, watermark=29, last_step=29, line_count=30, run_state="finished")
     assert plan_run(run, done, opts).action == "up-to-date"
-    assert aligned_chunks(5, 5, 10) == []
+    assert list(slot_chunks([], 5, 5, 10)) == []
     with pytest.raises(ConfigurationError, match="exclusive"):
         ExportOptions(min_step=5, max_step=5)
     with pytest.raises(ConfigurationError, match="layout"):

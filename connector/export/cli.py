@@ -211,14 +211,13 @@ def _print_plan(summary: Any) -> None:
     for item in summary.plan:
         steps = f"steps [{item['steps'][0]}, {item['steps'][1]})" if item["steps"] else "nothing to fetch"
         print(f"  {item['run']:<40} {item['state'] or '-':<9} {item['action']:<10} {steps}, "
-              f"{item['chunks']} chunks, ~{item['estimated_rows']:,} rows")
+              f"~{item['estimated_rows']:,} rows")
         for note in item["notes"]:
             print(f"      {note}")
     for path in summary.deleted_upstream:
         print(f"  {path:<40} deleted upstream (its data is kept)")
-    chunks = sum(item["chunks"] for item in summary.plan)
     rows = sum(item["estimated_rows"] for item in summary.plan)
-    print(f"total: {_plural(len(summary.plan), 'run')}, {_plural(chunks, 'chunk')}, ~{_plural(rows, 'row')}")
+    print(f"total: {_plural(len(summary.plan), 'run')}, ~{_plural(rows, 'row')}")
 
 
 def _first_line(text: Any) -> str:

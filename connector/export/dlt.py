@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from ..scan import HistoryScan
 from .checkpoint import StreamState
-from .plan import ExportOptions, plan_run, run_columns
+from .plan import ExportOptions, plan_run, run_columns, slot_chunks
 from .sources import Damaged, Missing, iter_runs
 from .tables import name_columns, with_run_columns
 
@@ -68,26 +68,34 @@ def iter_history_tables(
         prior = StreamState(key, **saved) if saved else None
         plan = plan_run(run, prior, opts)
         columns = run_columns(run, opts.keys)
-        for window in plan.chunks:
+        for step_range in plan.ranges:
             scan = HistoryScan(
                 run.source,
                 columns=tuple(columns) if columns is not None else None,
-                min_step=window.lo,
-                max_step=window.hi,
+                min_step=step_range.lo,
+                max_step=step_range.hi,
                 page_size=opts.page_size,
                 concurrency=opts.concurrency,
                 known_keys=run.history_keys,
             )
-            table = with_run_columns(name_columns(scan.to_arrow())[0], run.entity, run.project, run.id)
-            if table.num_rows:
-                yield table
-            watermarks[mark_key] = {
-                "watermark": window.watermark,
-                "min_step": window.min_step,
-                "last_step": plan.last_step,
-                "line_count": plan.line_count,
-                "run_state": run.state,
-            }
+            done = False
+            for chunk, rows in slot_chunks(scan.to_batches(), step_range.lo, step_range.hi, plan.chunk_steps):
+                yield with_run_columns(name_columns(rows)[0], run.entity, run.project, run.id)
+                min_step, watermark = step_range.chunk_state(chunk.slot_end, chunk.last)
+                watermarks[mark_key] = _mark(plan, run.state, min_step, watermark)
+                done = chunk.last
+            if not done:
+                watermarks[mark_key] = _mark(plan, run.state, step_range.min_step, step_range.watermark)
+
+
+def _mark(plan: Any, run_state: str | None, min_step: int, watermark: int) -> dict[str, Any]:
+    return {
+        "watermark": watermark,
+        "min_step": min_step,
+        "last_step": plan.last_step,
+        "line_count": plan.line_count,
+        "run_state": run_state,
+    }
 
 
 def history_resource(sources: Sequence[Any], *, api: Api | None = None, **options: Any) -> Any:

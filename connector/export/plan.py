@@ -1,4 +1,4 @@
-"""Plan an export: runs → step-range chunks after the watermark.
+"""Plan an export: runs → step ranges after the watermark, cut into chunks where the rows are.
 
 For each run and key set the plan reads the committed `StreamState` and the run's current
 ``lastStep`` / ``historyLineCount`` (from the run listing, no extra request) and decides:
@@ -11,34 +11,38 @@ action         when, and what is fetched
 ``lag``        the run is ``running`` (now, or at the last commit): ``[watermark + 1 - lag, stop)``;
                re-read rows are merged on (run, ``_step``), so nothing is duplicated
 ``backfill``   ``--min-step`` is below the committed range ``[covered, watermark]``: first
-               ``[min_step, covered)``, chunk by chunk from the top down (merged), then as above
+               ``[min_step, covered)`` (merged), then as above
 ``rewound``    the last step or the line count went **down** since the last commit: the run's rows
                are deleted and it is exported again from ``min_step``
 ``up-to-date`` nothing to fetch
 =============  ==================================================================================
 
-``stop = min(max_step, lastStep + 1)`` (``max_step`` exclusive). Chunks are aligned on multiples of
-``chunk_steps`` (chunk ``k`` covers ``[k*chunk_steps, (k+1)*chunk_steps)``, clipped to the range),
-so a chunk's name is the same on every run and resume — the Parquet sink relies on it. The
-watermark after a chunk ``[lo, hi)`` is ``max(watermark, hi - 1)``: it never goes down.
+``stop = min(max_step, lastStep + 1)`` (``max_step`` exclusive). A plan is a few `StepRange` s,
+never a list per chunk: each range is read as one streaming scan (which itself plans its pages
+where the rows are), and its rows are cut into **chunks** on multiples of ``chunk_steps``
+(`slot_chunks`): chunk ``k`` holds the rows of ``[k*chunk_steps, (k+1)*chunk_steps)``, so a chunk's
+name is the same on every run and resume (the Parquet sink relies on it), and an empty stretch of
+steps costs nothing — a run whose steps are unix-millisecond timestamps costs what its rows cost.
+After a chunk, the watermark is the end of its slot (all rows before the next row are committed),
+after the last one the end of the range; it never goes down.
 
 Options that shape rows are part of the state's identity or recorded in it, so a changed option is
 never taken for "up to date": ``--keys`` selects the key set (each has its own watermark; rows of
 every key set merge into one row per (run, ``_step``)), ``--layout`` the stream (``history`` or
-``history_long``: another table), and the covered range remembers ``--min-step``.
-
->>> [(c.lo, c.hi) for c in aligned_chunks(2500, 12000, 5000)]
-[(2500, 5000), (5000, 10000), (10000, 12000)]
+``history_long``: another table), and the covered range remembers ``--min-step`` (lowered only
+once a backfill range is complete and reaches it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+
 from ..errors import ConfigurationError
-from ..source import Window
 from .checkpoint import HISTORY, HISTORY_LONG, StateKey, StreamState, key_set_id
 
 if TYPE_CHECKING:
@@ -97,37 +101,78 @@ class ExportOptions:
         return HISTORY if self.layout == "wide" else HISTORY_LONG
 
 
-def aligned_chunks(start: int, stop: int, chunk_steps: int) -> list[Window]:
-    """Split ``[start, stop)`` on multiples of `chunk_steps`."""
-    out = []
-    lo = start
-    while lo < stop:
-        hi = min(stop, (lo // chunk_steps + 1) * chunk_steps)
-        out.append(Window(lo, hi))
-        lo = hi
-    return out
-
-
 def run_last_step(run: Run) -> int:
     last = (run.history_keys or {}).get("lastStep")
     return last if isinstance(last, int) else -1
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """One step range to fetch and the covered range ``[min_step, watermark]`` committed with it."""
+class StepRange:
+    """One step range to read, and the covered range ``[min_step, watermark]`` it commits.
 
-    window: Window
+    `min_step` and `watermark` are what the state records once the whole range is committed;
+    chunks before its end commit ``prior_min_step`` and the end of their slot.
+    """
+
+    lo: int
+    hi: int
     min_step: int
     watermark: int
+    prior_min_step: int
+    prior_watermark: int
 
-    @property
-    def lo(self) -> int:
-        return self.window.lo
+    def chunk_state(self, slot_end: int, last: bool) -> tuple[int, int]:
+        """(min_step, watermark) to commit after a chunk ending at `slot_end` (exclusive)."""
+        if last:
+            return self.min_step, self.watermark
+        return self.prior_min_step, max(self.prior_watermark, min(slot_end, self.hi) - 1)
 
-    @property
-    def hi(self) -> int:
-        return self.window.hi
+
+@dataclass(frozen=True)
+class Chunk:
+    """The rows of one aligned slot of a range: ``[lo, hi)``; `last` ends its range."""
+
+    lo: int
+    hi: int
+    slot_end: int
+    last: bool
+
+
+def slot_chunks(
+    batches: Iterable[pa.RecordBatch], lo: int, hi: int, chunk_steps: int
+) -> Iterator[tuple[Chunk, pa.Table]]:
+    """Cut a step-ordered stream of the rows of ``[lo, hi)`` into one table per aligned slot.
+
+    Only slots holding rows are yielded; the last chunk's window reaches `hi`.
+
+    >>> import pyarrow as pa
+    >>> b = pa.record_batch({"_step": [3, 4, 25, 1_700_000_000_000]})
+    >>> [(c.lo, c.hi, t.num_rows, c.last) for c, t in slot_chunks([b], 0, 1_700_000_000_001, 10)]
+    [(0, 10, 2, False), (20, 30, 1, False), (1700000000000, 1700000000001, 1, True)]
+    """
+    pending: list[pa.RecordBatch] = []
+    slot: int | None = None
+
+    def emit(last: bool) -> tuple[Chunk, pa.Table]:
+        assert slot is not None
+        start, end = slot * chunk_steps, (slot + 1) * chunk_steps
+        chunk = Chunk(max(lo, start), hi if last else min(hi, end), end, last)
+        return chunk, pa.Table.from_batches(pending)
+
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        slots = np.asarray(batch.column("_step").to_numpy(zero_copy_only=False)) // chunk_steps
+        cuts = [0, *(np.flatnonzero(np.diff(slots)) + 1).tolist(), batch.num_rows]
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            here = int(slots[a])
+            if slot is not None and here != slot:
+                yield emit(False)
+                pending = []
+            slot = here
+            pending.append(batch.slice(a, b - a))
+    if pending:
+        yield emit(True)
 
 
 @dataclass
@@ -138,9 +183,7 @@ class RunPlan:
     key: StateKey
     prior: StreamState | None
     action: str
-    start: int
-    stop: int
-    chunks: list[Chunk]
+    ranges: list[StepRange]
     last_step: int
     line_count: int | None
     chunk_steps: int
@@ -151,12 +194,19 @@ class RunPlan:
         return self.key.run_path
 
     @property
+    def steps(self) -> list[int] | None:
+        """``[lowest, highest)`` step read, or None when there is nothing to read."""
+        if not self.ranges:
+            return None
+        return [min(r.lo for r in self.ranges), max(r.hi for r in self.ranges)]
+
+    @property
     def estimated_rows(self) -> int:
         """Rows expected (the line count scaled to the fetched share of the step span)."""
-        if not self.chunks:
+        if not self.ranges:
             return 0
         span = max(1, self.last_step + 1)
-        steps = sum(c.hi - c.lo for c in self.chunks)
+        steps = sum(r.hi - r.lo for r in self.ranges)
         return int(round((self.line_count or 0) * min(1.0, steps / span)))
 
     def describe(self) -> dict[str, Any]:
@@ -165,8 +215,8 @@ class RunPlan:
             "state": self.run.state,
             "action": self.action,
             "watermark": None if self.prior is None else self.prior.watermark,
-            "steps": [min(c.lo for c in self.chunks), max(c.hi for c in self.chunks)] if self.chunks else None,
-            "chunks": len(self.chunks),
+            "steps": self.steps,
+            "ranges": [[r.lo, r.hi] for r in self.ranges],
             "estimated_rows": self.estimated_rows,
             "notes": self.notes,
         }
@@ -183,12 +233,12 @@ def plan_run(
     >>> from connector.rundata import MemoryRun, RunMeta
     >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i} for i in range(30)]))
     >>> p = plan_run(r, None, ExportOptions(chunk_steps=10))
-    >>> p.action, [(c.lo, c.hi) for c in p.chunks]
-    ('new', [(0, 10), (10, 20), (20, 30)])
+    >>> p.action, [(x.lo, x.hi, x.watermark) for x in p.ranges]
+    ('new', [(0, 30, 29)])
     >>> done = StreamState(p.key, watermark=29, last_step=29, line_count=30, run_state="finished", min_step=20)
     >>> p = plan_run(r, done, ExportOptions(chunk_steps=10))
-    >>> p.action, [(c.lo, c.hi, c.min_step) for c in p.chunks]
-    ('backfill', [(10, 20, 10), (0, 10, 0)])
+    >>> p.action, [(x.lo, x.hi, x.min_step, x.watermark) for x in p.ranges]
+    ('backfill', [(0, 20, 0, 29)])
     """
     key = StateKey(run.entity, run.project, run.id, options.stream, options.key_set)
     last = run_last_step(run)
@@ -209,32 +259,29 @@ def plan_run(
             notes.append(
                 f"last step {prior.last_step} -> {last}, line count {prior.line_count} -> {lines}: re-exported"
             )
-        chunks = [Chunk(w, first, w.hi - 1) for w in aligned_chunks(first, stop, chunk_steps)]
-        return RunPlan(run, key, prior, action, first, stop, chunks, last, lines, chunk_steps, notes)
+        ranges = [StepRange(first, stop, first, stop - 1, first, -1)] if stop > first else []
+        return RunPlan(run, key, prior, action, ranges, last, lines, chunk_steps, notes)
     assert prior is not None
     covered = prior.min_step or 0
-    chunks = []
+    ranges = []
     action = "append"
-    if first < covered:
-        below = aligned_chunks(first, min(covered, stop), chunk_steps)
-        contiguous = bool(below) and below[-1].hi == covered
-        for w in reversed(below):
-            chunks.append(Chunk(w, w.lo if contiguous else covered, watermark))
-        if below:
-            action = "backfill"
-            notes.append(f"steps [{first}, {covered}) were not exported before (--min-step was {covered})")
-        if contiguous:
-            covered = first
+    if first < covered and first < stop:
+        end = min(covered, stop)
+        after = first if end == covered else covered  # lowered only when the range reaches it
+        ranges.append(StepRange(first, end, after, watermark, covered, watermark))
+        action = "backfill"
+        notes.append(f"steps [{first}, {covered}) were not exported before (--min-step was {covered})")
+        covered = after
     start = max(first, watermark + 1)
     running = run.state == "running" or prior.run_state == "running"
     if running and options.running_lag:
         start = max(first, start - options.running_lag)
         action = "lag" if action == "append" else action
-    for w in aligned_chunks(start, stop, chunk_steps):
-        chunks.append(Chunk(w, covered, max(watermark, w.hi - 1)))
-    if not chunks:
+    if start < stop:
+        ranges.append(StepRange(start, stop, covered, max(watermark, stop - 1), covered, watermark))
+    if not ranges:
         action = "up-to-date"
-    return RunPlan(run, key, prior, action, start, stop, chunks, last, lines, chunk_steps, notes)
+    return RunPlan(run, key, prior, action, ranges, last, lines, chunk_steps, notes)
 
 
 def known_keys(runs: Sequence[Run]) -> set[str]:

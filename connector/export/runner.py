@@ -74,6 +74,7 @@ from .plan import (
     known_keys,
     plan_run,
     run_columns,
+    slot_chunks,
     unknown_keys,
 )
 from .progress import Progress
@@ -440,7 +441,7 @@ class Exporter:
         status, error, rows, watermark = "exported", None, 0, None
         try:
             rows, watermark = self._export_history(plan)
-            if rows == 0 and not plan.chunks:
+            if rows == 0 and not plan.ranges:
                 status = "up-to-date"
             if self.options.include_system_metrics and not self.stop.is_set():
                 self._export_events(run)
@@ -450,7 +451,7 @@ class Exporter:
         except Exception as exc:  # one failed run does not stop the others
             status, error = "failed", _one_line(exc, self.dest.password)
             log.debug("export of %s failed", plan.path, exc_info=True)
-        steps = [min(c.lo for c in plan.chunks), max(c.hi for c in plan.chunks)] if plan.chunks else None
+        steps = plan.steps
         if status != "interrupted":
             self._result(plan.path, status, rows=rows, steps=steps, watermark=watermark, error=error)
             detail = error or (f"steps [{steps[0]}, {steps[1]})" if steps else "")
@@ -478,14 +479,13 @@ class Exporter:
                 reset.append(StreamState(key, rewinds=rewinds, keys=o.keys, layout=o.layout))
         self.sink.begin_run(_runs_row(run), reset)
         watermark = None if prior is None or prior.watermark is None else int(prior.watermark)
-        if not plan.chunks:
+        if not plan.ranges:
             with self._lock:
                 self.summary.runs_up_to_date += 1
             if prior is not None and (prior.run_state != run.state or prior.deleted_at):
                 self.sink.commit_state([prior.evolve(run_state=run.state, deleted_at=None)])
             return 0, watermark
         columns = run_columns(run, o.keys)
-        history_keys = run.history_keys
         # Steps above every committed watermark of the run (any key set) cannot be in the table yet
         # (rows and watermarks commit together), so those chunks are plain inserts; the rest merge.
         floor = -1
@@ -493,44 +493,48 @@ class Exporter:
             marks = [s.watermark for s in self._run_states(run, self.states, (o.stream,)) if s.watermark is not None]
             floor = int(max(marks)) if marks else -1
         total = 0
-        for chunk in plan.chunks:
+
+        def state(min_step: int, mark: int) -> StreamState:
+            return StreamState(
+                key, watermark=mark, last_step=plan.last_step, line_count=plan.line_count,
+                run_state=run.state, rewinds=rewinds, keys=o.keys, layout=o.layout,
+                chunk_steps=plan.chunk_steps, min_step=min_step,
+            )  # fmt: skip
+
+        for step_range in plan.ranges:
             if self.stop.is_set():
                 raise Interrupted("interrupted")
             scan = HistoryScan(
                 run.source,
                 columns=tuple(columns) if columns is not None else None,
-                min_step=chunk.lo,
-                max_step=chunk.hi,
+                min_step=step_range.lo,
+                max_step=step_range.hi,
                 page_size=o.page_size,
                 concurrency=o.concurrency,
-                known_keys=history_keys,
+                known_keys=run.history_keys,
             )
-            json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
-            table, renamed = name_columns(mark_json_columns(scan.to_arrow(), json_columns))
-            table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
-            state = StreamState(
-                key,
-                watermark=chunk.watermark,
-                last_step=plan.last_step,
-                line_count=plan.line_count,
-                run_state=run.state,
-                rewinds=rewinds,
-                keys=o.keys,
-                layout=o.layout,
-                chunk_steps=plan.chunk_steps,
-                min_step=chunk.min_step,
-            )
-            rows = self.sink.write_chunk(
-                "history", table, state, lo=chunk.lo, hi=chunk.hi, stop=self.stop,
-                fresh=chunk.lo > floor,
-            )  # fmt: skip
-            floor = max(floor, chunk.hi - 1)
-            watermark = chunk.watermark
-            total += rows
-            self.progress.rows(plan.path, rows)
-            with self._lock:
-                self.summary.rows += rows
-                self.summary.chunks += 1
+            wrote_last = False
+            for chunk, rows_table in slot_chunks(scan.to_batches(), step_range.lo, step_range.hi, plan.chunk_steps):
+                if self.stop.is_set():
+                    raise Interrupted("interrupted")
+                json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
+                table, renamed = name_columns(mark_json_columns(rows_table, json_columns))
+                table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
+                min_step, watermark = step_range.chunk_state(chunk.slot_end, chunk.last)
+                rows = self.sink.write_chunk(
+                    "history", table, state(min_step, watermark), lo=chunk.lo, hi=chunk.hi,
+                    stop=self.stop, fresh=chunk.lo > floor,
+                )  # fmt: skip
+                floor = max(floor, chunk.hi - 1)
+                wrote_last = chunk.last
+                total += rows
+                self.progress.rows(plan.path, rows)
+                with self._lock:
+                    self.summary.rows += rows
+                    self.summary.chunks += 1
+            if not wrote_last:  # no rows at the end of the range: the state still moves on
+                watermark = step_range.watermark
+                self.sink.commit_state([state(step_range.min_step, watermark)])
         with self._lock:
             self.summary.runs_exported += 1
         return total, watermark

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,11 @@ class DuckDBSink(SqlSink):
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "lock" in first.lower():
+                holder = re.search(r"PID \d+", first)
                 raise DestinationBusyError(
-                    f"{path} is in use by another process (another export running?): {first}"
+                    f"another export (or program) holds {path}"
+                    + (f" ({holder.group(0)})" if holder else "")
+                    + "; wait for it to finish"
                 ) from None
             raise DestinationError(f"cannot open {path} as a DuckDB database: {first}") from None
         self._names = itertools.count()
