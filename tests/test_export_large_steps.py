@@ -30,8 +30,8 @@ def _rows() -> list[dict[str, float | int]]:
 
 def _export_capped(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     code = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (%d, %d)); "
-        "from connector.cli import main; sys.exit(main(['export', *sys.argv[1:]]))" % (CAP, CAP)
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({CAP}, {CAP})); "
+        "from connector.cli import main; sys.exit(main(['export', *sys.argv[1:]]))"
     )
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120

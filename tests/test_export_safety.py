@@ -305,3 +305,43 @@ def test_one_damaged_file_does_not_stop_the_good_runs(tmp_path):
     summary = json.loads(proc.stdout)
     assert list(summary["skipped"]) == [str(bad / "run-broken.wandb")] and not summary["failed"]
     assert summary["rows"] == exported[0]["rows"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keys_differing_only_in_case_keep_their_own_columns(kind, make_emulator, tmp_path):
+    """Stumble: run A logs `Loss`, run B `loss`: DuckDB put B's values into `Loss` (exit 0), a run
+    with both failed, and reading a Parquet dataset back merged `loss` into `Loss`."""
+    from connector.export.tables import column_for_key
+
+    runs = [
+        MemoryRun(RunMeta("e", "p", "a", state="finished"), rows=[{"_step": i, "Loss": 1.0 + i} for i in range(4)]),
+        MemoryRun(RunMeta("e", "p", "b", state="finished"), rows=[{"_step": i, "loss": 10.0 + i} for i in range(4)]),
+        MemoryRun(RunMeta("e", "p", "c", state="finished"),
+                  rows=[{"_step": i, "Loss": 100.0 + i, "loss": 200.0 + i} for i in range(4)]),
+    ]  # fmt: skip
+    emu = make_emulator(runs)
+    dest = make_dest(kind, tmp_path, "case")
+    api = _api(emu)
+    for run_id in ("a", "b", "c"):  # one export per run: the order in which columns appear is fixed
+        summary = export(f"e/p/{run_id}", dest, api=api)
+        assert summary.ok, summary.failed
+    table = read_history(kind, dest)
+    names = table.column_names
+    loss_column = "loss" if kind == "postgres" else column_for_key("loss", force=True)
+    assert "Loss" in names and loss_column in names, names
+    by_run = {}
+    for row in table.to_pylist():
+        by_run.setdefault(row["run_id"], []).append((row["Loss"], row[loss_column]))
+    assert by_run["a"] == [(1.0 + i, None) for i in range(4)]
+    assert by_run["b"] == [(None, 10.0 + i) for i in range(4)]
+    assert by_run["c"] == [(100.0 + i, 200.0 + i) for i in range(4)]
+    if kind == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(dest, read_only=True)
+        mapped = con.sql("SELECT key, column_name FROM _wandb_column_map WHERE table_name = 'history'").fetchall()
+        con.close()
+        assert mapped == [("loss", loss_column)]
+    if kind == "parquet":
+        state = json.loads((Path(dest) / "_wandb_export_state.json").read_text())
+        assert state["meta"]["column_map"]["history"] == {loss_column: "loss"}

@@ -15,7 +15,8 @@ System metrics (``system_metrics``): wide, ``entity, project, run_id, _timestamp
 columns; primary key ``(entity, project, run_id, _timestamp)``.
 
 **Column names** (`column_for_key`, the one rule of every destination): a key is its own column
-name unless it is empty, holds a control character (NUL included), equals one of the identity
+name unless it differs only in letter case from a column the destination already has (DuckDB folds
+case, and so do readers of a Parquet dataset: `fold_collisions`), is empty, holds a control character (NUL included), equals one of the identity
 columns ``entity``, ``project``, ``run_id``, ``_step``, ``_extra`` in any letter case, ends like a
 mapped name (``~`` and 8 hex digits), or is longer than the engine allows (PostgreSQL: 63 bytes).
 Such a key gets the column ``<its printable prefix>~<first 8 hex digits of sha1(key)>``, recorded
@@ -55,7 +56,7 @@ IDENTITY_COLUMNS = frozenset({"entity", "project", "run_id", "_step", "_extra"})
 _MAPPED_TAIL = re.compile(r"~[0-9a-f]{8}$")
 
 
-def column_for_key(key: str, max_bytes: int | None = None) -> str:
+def column_for_key(key: str, max_bytes: int | None = None, *, force: bool = False) -> str:
     """The column that holds `key` (see the module docstring).
 
     >>> column_for_key("loss"), column_for_key("train.acc")
@@ -74,7 +75,7 @@ def column_for_key(key: str, max_bytes: int | None = None) -> str:
         and not _MAPPED_TAIL.search(key)
         and (max_bytes is None or len(raw) <= max_bytes)
     )
-    if plain:
+    if plain and not force:
         return key
     digest = hashlib.sha1(raw).hexdigest()[:8]
     prefix = printable.encode()
@@ -110,6 +111,25 @@ def column_keys(table: pa.Table) -> dict[str, str]:
     """The ``{column: key}`` map `with_key_names` stored (empty when no column was renamed)."""
     raw = (table.schema.metadata or {}).get(KEYS_META)
     return dict(json.loads(raw)) if raw else {}
+
+
+def fold_collisions(names: list[str], keys: Mapping[str, str], existing: list[str]) -> dict[str, str]:
+    """``{name: new name}`` for the `names` whose case-folded form is already taken (by `existing`
+    columns or an earlier name): they get the mapped form of their key, so two keys never share a
+    column in an engine that folds case.
+
+    >>> fold_collisions(["loss", "acc"], {}, ["entity", "Loss"])
+    {'loss': 'loss~c9279f09'}
+    """
+    taken = {e.casefold(): e for e in existing}
+    out: dict[str, str] = {}
+    for name in names:
+        folded = name.casefold()
+        if folded in taken and taken[folded] != name:
+            out[name] = column_for_key(keys.get(name, name), force=True)
+        else:
+            taken.setdefault(folded, name)
+    return out
 
 
 _KIND_OF = {"double": FLOAT, "bool": BOOL, "string": STRING, "int64": INT}

@@ -59,6 +59,7 @@ from ..tables import (
     column_for_key,
     column_keys,
     conform,
+    fold_collisions,
     to_long,
 )
 
@@ -144,6 +145,7 @@ class SqlSink:
     display = ""
     max_identifier: int | None = None  # bytes (PostgreSQL: 63)
     max_columns: int | None = None  # wide columns before keys spill to the long table
+    fold_case = False  # identifiers that differ only in case are one column (DuckDB)
 
     def __init__(self, *, layout: str, suffix: str = "", checkpoint: str | None = None) -> None:
         self.layout = layout
@@ -389,6 +391,9 @@ class SqlSink:
                     mapping[name] = column
                 continue
             column = name if limit is None or len(name.encode()) <= limit else column_for_key(key, limit)
+            if self.fold_case and column not in existing:
+                taken = [*existing, *mapping.values()]
+                column = fold_collisions([column], {column: key}, taken).get(column, column)
             if column in existing:
                 mapping[name] = column
                 continue

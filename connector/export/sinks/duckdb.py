@@ -74,6 +74,7 @@ class DuckDBSink(SqlSink):
 
     dialect = "duckdb"
     types = _TYPES
+    fold_case = True
 
     def __init__(
         self,

@@ -76,6 +76,7 @@ from ..tables import (
     RUNS_TABLE,
     column_keys,
     conform,
+    fold_collisions,
     to_long,
 )
 from .base import Interrupted
@@ -396,10 +397,12 @@ class ParquetSink:
         path = folder / chunk_file_name(int(lo), state.chunk_steps)
         fixed = (*RUN_COLUMNS, STEP_COLUMN, EXTRA_COLUMN)
         mapped = column_keys(table)
-        names = [n for n in table.column_names if n not in fixed]
-        replaced = None if key.key_set == ALL_KEYS else {mapped.get(n, n) if long else n for n in names}
         new_types: dict[str, str] = {}
         with self._lock:
+            if not long:
+                table, mapped = _fold_names(table, mapped, [*fixed, *self._types(name)])
+            names = [n for n in table.column_names if n not in fixed]
+            replaced = None if key.key_set == ALL_KEYS else {mapped.get(n, n) if long else n for n in names}
             if long:
                 data = to_long(table, mapped).drop_columns(list(RUN_COLUMNS))
                 mapped = {}
@@ -449,6 +452,7 @@ class ParquetSink:
         ts = table.column("_timestamp").to_pylist()
         mapped = column_keys(table)
         with self._lock:
+            table, mapped = _fold_names(table, mapped, [*RUN_COLUMNS, "_timestamp", EXTRA_COLUMN, *self._types(EVENTS_TABLE)])
             types = self._types(EVENTS_TABLE)
             data = _plain(conform(table, types).drop_columns(list(RUN_COLUMNS)))
             new_types = {f.name: str(f.type) for f in data.schema if f.name not in types}
@@ -543,6 +547,18 @@ def _merge_columns(inside: pa.Table, new: pa.Table, replaced: set[str]) -> pa.Ta
         else:
             joined = joined.append_column(EXTRA_COLUMN, column)
     return joined
+
+
+def _fold_names(table: pa.Table, mapped: dict[str, str], existing: list[str]) -> tuple[pa.Table, dict[str, str]]:
+    """Rename columns that differ only in case from a dataset column (readers of a dataset fold
+    case, e.g. DuckDB's ``union_by_name``); return the table and the updated ``{column: key}``."""
+    names = [n for n in table.column_names if n not in existing]
+    renames = fold_collisions(names, mapped, existing)
+    if not renames:
+        return table, mapped
+    out = {c: k for c, k in mapped.items() if c not in renames}
+    out.update({new: mapped.get(old, old) for old, new in renames.items()})
+    return table.rename_columns([renames.get(n, n) for n in table.column_names]), out
 
 
 def _plain(table: pa.Table) -> pa.Table:
