@@ -345,3 +345,27 @@ def test_keys_differing_only_in_case_keep_their_own_columns(kind, make_emulator,
     if kind == "parquet":
         state = json.loads((Path(dest) / "_wandb_export_state.json").read_text())
         assert state["meta"]["column_map"]["history"] == {loss_column: "loss"}
+
+
+def test_parquet_dataset_reads_as_one_table_in_duckdb_and_polars(make_emulator, tmp_path):
+    """Stumble: each file has its run's own columns, so DuckDB read_parquet took the first file's
+    schema and Polars could not read the dataset at all without dropping columns."""
+    from connector.export.sinks.parquet import read_table, scan_dataset
+
+    runs = [
+        MemoryRun(RunMeta("e", "p", "a", state="finished"), rows=[{"_step": i, "loss": 1.0 + i} for i in range(3)]),
+        MemoryRun(RunMeta("e", "p", "b", state="finished"),
+                  rows=[{"_step": i, "acc": 0.5, "ok": i % 2 == 0, "note": f"n{i}"} for i in range(3)]),
+    ]  # fmt: skip
+    emu = make_emulator(runs)
+    dest = tmp_path / "ds"
+    assert export("e/p", str(dest), api=_api(emu), chunk_steps=2).ok
+    want = {("a", i): {"loss": 1.0 + i, "acc": None, "ok": None, "note": None} for i in range(3)}
+    want |= {("b", i): {"loss": None, "acc": 0.5, "ok": i % 2 == 0, "note": f"n{i}"} for i in range(3)}
+    duck = read_table(dest).to_pylist()
+    polars_rows = scan_dataset(dest).collect().to_dicts()
+    for rows in (duck, polars_rows):
+        assert len(rows) == 6
+        got = {(r["run_id"], r["_step"]): {k: r[k] for k in ("loss", "acc", "ok", "note")} for r in rows}
+        assert got == want
+        assert {r["entity"] for r in rows} == {"e"}

@@ -28,13 +28,21 @@ outside them but its state, lock and staging files. A full refresh stages the ru
 table, clean up; a crash anywhere is completed when the dataset is next opened). Other runs,
 projects and files are never touched.
 
-Columns may differ between files (a key that appears later, a run with other keys). Read the dataset
-with DuckDB, unioning columns by name and taking the partition columns as text::
+Columns may differ between files (a key that appears later, a run with other keys); the state file
+records the dataset-wide schema (`dataset_schema`). Read the dataset as one table with DuckDB,
+unioning columns by name and taking the partition columns as text::
 
     SELECT * FROM read_parquet('D/history/**/*.parquet', hive_partitioning = true,
                                union_by_name = true, hive_types_autocast = false)
 
-(`read_table` does exactly that.) A column keeps its first type across the whole dataset (the
+(`read_table` does exactly that), or with Polars, giving it the dataset schema so that columns a
+file lacks come back as nulls (`scan_dataset` does exactly that)::
+
+    pl.scan_parquet("D/history/**/*.parquet", hive_partitioning=True, schema=dataset_schema("D"),
+                    missing_columns="insert", hive_schema={"entity": pl.String, ...})
+
+Reading without ``union_by_name`` (DuckDB) or without the schema (Polars) takes the first file's
+columns and silently drops the others. A column keeps its first type across the whole dataset (the
 state file records the types); later values of another type go to ``_extra``. Keys whose name is
 not a plain column name (`connector.export.tables.column_for_key`) are recorded in the state file's
 ``column_map``.
@@ -128,6 +136,44 @@ def read_table(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> pa.T
         ).to_arrow_table()
     finally:
         con.close()
+
+
+def dataset_schema(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> pa.Schema:
+    """The dataset-wide Arrow schema of `table`'s files (every column any file has), from the
+    state file; the partition columns are not in the files.
+
+    >>> import tempfile
+    >>> dataset_schema(tempfile.mkdtemp()).names
+    []
+    """
+    if table == LONG_TABLE:
+        from ..tables import LONG_SCHEMA
+
+        return pa.schema([f for f in LONG_SCHEMA if f.name not in RUN_COLUMNS])
+    store = JsonStateStore(Path(root) / STATE_FILE)
+    store.load()
+    columns = (store.meta.get("columns") or {}).get(table) or {}
+    return pa.schema([pa.field(name, _type_from_str(typ)) for name, typ in columns.items()])
+
+
+def scan_dataset(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> Any:
+    """A Polars LazyFrame over one table of a dataset: every column of every file (nulls where a
+    file lacks one), the partition columns as text.
+
+    >>> import tempfile
+    >>> scan_dataset(tempfile.mkdtemp()).collect().height
+    0
+    """
+    import polars as pl
+
+    base = Path(root) / table
+    if not any(base.glob("**/*.parquet")):
+        return pl.LazyFrame()
+    schema = pl.Schema(pl.from_arrow(dataset_schema(root, table).empty_table()).schema)
+    return pl.scan_parquet(
+        str(base / "**" / "*.parquet"), hive_partitioning=True, schema=schema,
+        missing_columns="insert", hive_schema={c: pl.String for c in RUN_COLUMNS},
+    )  # fmt: skip
 
 
 def check_dataset_folder(root: Path) -> None:
