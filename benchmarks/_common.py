@@ -153,7 +153,7 @@ def sdk_env(
 ) -> dict[str, str]:
     """An environment for the official SDK with every file it writes under `folder`.
 
-    As in ``shared/reference/performance-anchors.md``: ``HOME``, ``WANDB_CACHE_DIR``,
+    As the SDK documents for offline use: ``HOME``, ``WANDB_CACHE_DIR``,
     ``WANDB_CONFIG_DIR``, ``WANDB_DATA_DIR``, ``XDG_CACHE_HOME``, ``TMPDIR`` under `folder`;
     ``WANDB_ERROR_REPORTING=false`` (no telemetry), ``WANDB_SILENT=true``; no ``WANDB_*`` settings
     inherited from the caller.

@@ -8,7 +8,7 @@ Run from the repository root::
 The full run writes ``benchmarks/results/scan.md`` (``--output`` to change, ``--no-write`` to skip);
 ``--quick`` only prints unless ``--output`` is given.
 
-Method (the one of ``shared/reference/performance-anchors.md``):
+Method:
 
 * **Server.** One emulator process (``python -m connector.emulator --synthetic ... --warm``) serves
   both runs for the whole benchmark: ``bench/p`` (N steps) and ``bench/big`` (the large run), each

@@ -1,5 +1,5 @@
 """Every GraphQL document the connector sends: the shape the official client was captured sending
-(wandb 0.31.0, `shared/reference/wandb-api-protocol.md` §1), and valid against the emulator's schema.
+(wandb 0.31.0, as captured from its traffic), and valid against the emulator's schema.
 """
 
 from __future__ import annotations
