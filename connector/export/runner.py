@@ -167,6 +167,20 @@ def open_sink(dest: Destination, options: ExportOptions) -> Sink:
             dest.target, display=dest.display, layout=options.layout,
             full_refresh=options.full_refresh, checkpoint=options.checkpoint, read_only=read_only,
         )  # fmt: skip
+    if dest.kind == "delta":
+        from .sinks.delta import DeltaSink
+
+        return DeltaSink(
+            dest.target, layout=options.layout, full_refresh=options.full_refresh,
+            checkpoint=options.checkpoint, read_only=read_only,
+        )  # fmt: skip
+    if dest.kind == "iceberg":
+        from .sinks.iceberg import IcebergSink
+
+        return IcebergSink(
+            dest.target, layout=options.layout, full_refresh=options.full_refresh,
+            checkpoint=options.checkpoint, read_only=read_only,
+        )  # fmt: skip
     from .sinks.parquet import ParquetSink
 
     return ParquetSink(

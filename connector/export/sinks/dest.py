@@ -5,6 +5,10 @@
 ==========================================  =================================================
 a path ending in ``.duckdb`` or ``.db``     DuckDB database file (the embedded default)
 ``postgresql://...`` / ``postgres://...``   PostgreSQL (through ADBC, `adbc-driver-postgresql`)
+``delta://PATH``, ``delta+s3://BUCKET/P``   a folder of Delta tables (`deltalake`), local or on S3
+a folder holding ``history/_delta_log``     the same (an existing Delta destination)
+``iceberg://PATH[?namespace=NS]``           Iceberg tables in a SQL catalog on SQLite
+                                            (``PATH/catalog.db``, warehouse ``PATH``; `pyiceberg`)
 any other ``scheme://...``                  error: other warehouses go through the dlt route
                                             (`connector.export.dlt`) or a Parquet dataset
 a path ending in a file format's extension  error: ``.csv``, ``.parquet``, ``.json``... name
@@ -16,6 +20,10 @@ any other path                              Parquet dataset directory (hive part
 ('duckdb', 'parquet')
 >>> parse_destination("postgresql://u:s3cret@db:5432/wh").display
 'postgresql://u:***@db:5432/wh'
+>>> d = parse_destination("delta:///tmp/wh"); d.kind, d.target
+('delta', '/tmp/wh')
+>>> parse_destination("delta+s3://bucket/wh").target, parse_destination("iceberg://wh").kind
+('s3://bucket/wh', 'iceberg')
 """
 
 from __future__ import annotations
@@ -81,13 +89,25 @@ def parse_destination(to: str | os.PathLike[str]) -> Destination:
         scheme = match.group(1).lower()
         if scheme in ("postgresql", "postgres"):
             return Destination("postgres", text, redact_url(text))
+        if scheme == "delta" or scheme.startswith("delta+"):
+            return Destination("delta", _lake_target(text, scheme, "delta"), text)
+        if scheme == "iceberg":
+            return Destination("iceberg", _lake_target(text, scheme, "iceberg"), text)
+        if scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
+            raise ConfigurationError(
+                f"unsupported destination scheme {scheme!r} in --to: a Parquet dataset is written to a "
+                f"local folder; for object storage use a Delta destination (delta+{scheme}://BUCKET/PATH)"
+            )
         raise ConfigurationError(
             f"unsupported destination scheme {scheme!r} in --to: use a .duckdb/.db file, a "
-            "postgresql:// URL or a folder for a Parquet dataset; other warehouses load through the "
+            "postgresql:// URL, delta://PATH, iceberg://PATH or a folder for a Parquet dataset; other "
+            "warehouses load through the "
             "dlt route (connector.export.dlt) or from the Parquet dataset"
         )
     if text.endswith((".duckdb", ".db")):
         return Destination("duckdb", text, text)
+    if (Path(text) / "history" / "_delta_log").is_dir() or (Path(text) / "history_long" / "_delta_log").is_dir():
+        return Destination("delta", text, text)
     suffix = Path(text).suffix.lower()
     if suffix in FILE_FORMATS and not Path(text).is_dir():
         raise DestinationError(
@@ -95,6 +115,25 @@ def parse_destination(to: str | os.PathLike[str]) -> Destination:
             "postgresql:// URL, or a folder path (without an extension) for a Parquet dataset"
         )
     return Destination("parquet", text, text)
+
+
+def _lake_target(text: str, scheme: str, kind: str) -> str:
+    """The path or object-store URI inside ``delta://...`` / ``delta+s3://...`` / ``iceberg://...``.
+
+    >>> _lake_target("delta://rel/wh", "delta", "delta"), _lake_target("delta://s3://b/p", "delta", "delta")
+    ('rel/wh', 's3://b/p')
+    >>> _lake_target("iceberg:///abs/wh?namespace=ml", "iceberg", "iceberg")
+    '/abs/wh?namespace=ml'
+    """
+    rest = text[len(scheme) + 3 :]
+    if "+" in scheme:
+        store = scheme.split("+", 1)[1]
+        if store not in ("s3", "file", "gs", "az", "abfss"):
+            raise ConfigurationError(f"--to {scheme}://: unknown object store {store!r} (use delta+s3://)")
+        rest = rest if store == "file" else f"{store}://{rest}"
+    if not rest or rest.startswith("?"):
+        raise ConfigurationError(f"--to {kind}:// needs a path, e.g. {kind}://./warehouse or {kind}:///abs/path")
+    return rest
 
 
 def writable_place(path: Path) -> None:

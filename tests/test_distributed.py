@@ -1,0 +1,235 @@
+"""Ray Data and Spark readers over HTTP to the emulator: same rows as `Run.scan()` per run.
+
+Ray runs a local cluster (``ray.init(num_cpus=2)``), Spark a local session; both skip (with the
+reason) only when their optional dependency is not installed: ``pip install '.[ray]'`` /
+``'.[spark]'`` (the ``test`` extra installs both).
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_export_support import assert_equals_scans, same_value  # noqa: E402
+
+from connector.emulator import FaultSpec  # noqa: E402
+from connector.transport import RetryPolicy  # noqa: E402
+
+
+def _canon(table: pa.Table) -> pa.Table:
+    return table.sort_by([("entity", "ascending"), ("project", "ascending"), ("run_id", "ascending"), ("_step", "ascending")])
+
+
+def assert_rows_equal_scans(table: pa.Table, api: Any, paths: list[str], **scan: Any) -> None:
+    """Per run, `table`'s rows equal ``Run.scan(**scan).to_arrow()`` (NaN-aware), nothing more."""
+    table = _canon(table)
+    runs = {p: api.run(p) for p in paths}
+    total = 0
+    for path, run in runs.items():
+        ref = run.scan(**scan).to_arrow()
+        entity, project, run_id = path.split("/")
+        mask = [(r["entity"], r["project"], r["run_id"]) == (entity, project, run_id)
+                for r in table.select(["entity", "project", "run_id"]).to_pylist()]  # fmt: skip
+        mine = table.filter(pa.array(mask))
+        assert mine.num_rows == ref.num_rows, path
+        total += mine.num_rows
+        for name in ref.column_names:
+            want, have = ref.column(name).to_pylist(), mine.column(name).to_pylist()
+            bad = [i for i, (x, y) in enumerate(zip(have, want, strict=True)) if not same_value(x, y)]
+            assert not bad, f"{path} {name} row {bad[0]}: {have[bad[0]]!r} != {want[bad[0]]!r}"
+    assert total == table.num_rows
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Any:
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install '.[ray]'")
+    pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install '.[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _ray_table(ds: Any) -> pa.Table:
+    import ray
+
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+    return _canon(table) if "_step" in table.column_names and "entity" in table.column_names else table
+
+
+def test_ray_reads_a_project_like_the_scans(ray_cluster, api, paths, emulator):
+    import connector.ray
+
+    ds = connector.ray.read_history("test/synthetic", api=api, partition_steps=1000)
+    datasource = next(op.datasource for op in connector.ray._logical_ops(ds) if hasattr(op, "datasource"))
+    parts = datasource.plan.partitions
+    assert len(parts) > len(paths)  # each run is cut in step ranges on multiples of 1000
+    assert all(p.lo // 1000 == (p.hi - 1) // 1000 for p in parts)
+    table = _ray_table(ds)
+    assert table.column_names[:4] == ["entity", "project", "run_id", "_step"]
+    assert table.column_names[-1] == "_extra"
+    assert_equals_scans(table, api, paths)
+    stats = connector.ray.limiter_stats(ds)
+    assert stats is not None and 0 < stats["peak_in_flight"] <= connector.ray.DEFAULT_MAX_REQUESTS
+
+
+def test_ray_keys_and_step_range(ray_cluster, api, paths):
+    import connector.ray
+
+    ds = connector.ray.read_history(
+        "test/synthetic", keys=["loss", "train", "val_loss"], min_step=500, max_step=4200, api=api, parallelism=7
+    )
+    table = _ray_table(ds)
+    assert [c for c in table.column_names if c not in ("entity", "project", "run_id")] == [
+        "_step", "loss", "train.acc", "train.loss", "val_loss", "_extra",
+    ]  # fmt: skip
+    assert_rows_equal_scans(table, api, paths, columns=["loss", "train", "val_loss"], min_step=500, max_step=4200)
+
+
+def test_ray_projection_is_pushed_into_the_tasks(ray_cluster, make_emulator, api_key):
+    import connector.ray
+    from connector import Api
+
+    emu = make_emulator("e/p:runs=2,steps=400,keys=12,seed=5")
+    api = Api(api_key=api_key, base_url=emu.base_url)
+    ds = connector.ray.read_history("e/p", api=api, partition_steps=150)
+    emu.reset_counters()
+    table = _ray_table(ds.select_columns(["run_id", "_step", "loss"]))
+    assert table.column_names == ["run_id", "_step", "loss"] and table.num_rows == 800
+    fetched = {k for f in emu.counters()["by_field"].values() for k in f["keys"]}
+    assert fetched <= {"loss", "_step"}, fetched
+    ref = {(r["run_id"], r["_step"]): r["loss"] for p in emu.paths() for r in
+           api.run(p).scan(["loss"]).to_arrow().append_column("run_id", pa.array([p.split("/")[2]] * 400)).to_pylist()}  # fmt: skip
+    assert {(r["run_id"], r["_step"]): r["loss"] for r in table.to_pylist()} == ref
+
+
+def test_ray_shares_one_rate_limit_under_429s(ray_cluster, make_emulator, api_key):
+    import connector.ray
+    from connector import Api
+
+    clean = make_emulator("e/p:runs=3,steps=600,keys=6,seed=9")
+    faulty = make_emulator(
+        "e/p:runs=3,steps=600,keys=6,seed=9",
+        faults=FaultSpec(rate=0.25, kinds=("429",), seed=4, retry_after=0.01, only_fields=("history",)),
+    )
+    ds = connector.ray.read_history(
+        "e/p", api=Api(api_key=api_key, base_url=faulty.base_url), partition_steps=200, max_requests=2,
+        page_size=100, retry=RetryPolicy(max_attempts=30, deadline=60, initial_wait=0.01, max_wait=0.05),
+    )
+    table = _ray_table(ds)
+    stats = connector.ray.limiter_stats(ds)
+    assert stats["throttles"] > 0 and stats["peak_in_flight"] <= 2, stats
+    assert faulty.counters()["status"].get("429", 0) > 0
+    assert_equals_scans(table, Api(api_key=api_key, base_url=clean.base_url), clean.paths())
+
+
+def test_ray_identity_named_keys_and_unknown_keys(ray_cluster, make_emulator, api_key):
+    import connector.ray
+    from connector import Api
+    from connector.errors import ConfigurationError
+    from connector.rundata import MemoryRun, RunMeta
+
+    rows = [{"_step": i, "run_id": f"mine-{i}", "loss": i / 3} for i in range(30)]
+    emu = make_emulator([MemoryRun(RunMeta("e", "p", "r1"), rows=rows)])
+    api = Api(api_key=api_key, base_url=emu.base_url)
+    table = _ray_table(connector.ray.read_history("e/p", api=api, partition_steps=7))
+    mapped = [c for c in table.column_names if c.startswith("run_id~")]
+    assert len(mapped) == 1 and table.column("run_id").to_pylist() == ["r1"] * 30
+    assert sorted(table.column(mapped[0]).to_pylist()) == sorted(r["run_id"] for r in rows)
+    with pytest.raises(ConfigurationError, match="did you mean 'loss'"):
+        connector.ray.read_history("e/p", keys=["los"], api=api)
+
+
+# -- Spark ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark_session(emulator: Any) -> Any:
+    pytest.importorskip("pyspark", reason="PySpark is not installed: pip install '.[spark]'")
+    from pyspark.sql import SparkSession
+
+    # the Python workers inherit the environment: the API key never goes into an option
+    saved = {k: os.environ.get(k) for k in ("WANDB_API_KEY", "PYSPARK_PYTHON")}
+    os.environ["WANDB_API_KEY"] = emulator.api_key
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # the workers need this venv (pyarrow, connector)
+    spark = (
+        SparkSession.builder.master("local[2]").appName("wandb-history-test")
+        .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
+        .getOrCreate()
+    )  # fmt: skip
+    import connector.spark
+
+    connector.spark.register(spark)
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_spark_reads_a_project_like_the_scans(spark_session, api, paths, emulator):
+    df = (
+        spark_session.read.format("wandb_history").option("project", "test/synthetic")
+        .option("base_url", emulator.base_url).option("partition_steps", "1000").load()
+    )  # fmt: skip
+    assert df.rdd.getNumPartitions() > len(paths)
+    table = _canon(df.toArrow())
+    assert table.column_names[:4] == ["entity", "project", "run_id", "_step"]
+    assert_equals_scans(table, api, paths)
+
+
+def test_spark_keys_steps_and_run_filters(spark_session, api, paths, emulator):
+    import json
+
+    wanted = paths[:2]
+    run_ids = [p.split("/")[2] for p in wanted]
+    df = (
+        spark_session.read.format("wandb_history").option("project", "test/synthetic")
+        .option("base_url", emulator.base_url).option("keys", "loss,train")
+        .option("filters", json.dumps({"name": {"$in": run_ids}}))
+        .option("min_step", "100").option("max_step", "3000").load()
+    )  # fmt: skip
+    assert df.columns == ["entity", "project", "run_id", "_step", "loss", "train.acc", "train.loss", "_extra"]
+    assert_rows_equal_scans(df.toArrow(), api, wanted, columns=["loss", "train"], min_step=100, max_step=3000)
+    assert df.where("loss > 1.0").count() == sum(
+        sum(1 for v in api.run(p).scan(["loss"], min_step=100, max_step=3000).to_arrow().column("loss").to_pylist() if v > 1.0)
+        for p in wanted
+    )  # fmt: skip
+
+
+def test_spark_refuses_an_api_key_option(spark_session, emulator):
+    with pytest.raises(Exception, match="WANDB_API_KEY"):
+        spark_session.read.format("wandb_history").option("project", "test/synthetic").option(
+            "api_key", "x"
+        ).option("base_url", emulator.base_url).load().count()
+
+
+def test_docstring_examples_run():
+    for name in ("connector.ray", "connector.spark"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # pragma: no cover - the modules import without their extras
+            pytest.fail(f"{name} must import without its extra: {exc}")
+        failures, _ = doctest.testmod(module)
+        assert failures == 0, name
