@@ -69,6 +69,7 @@ def open_local(
     project: str | None = None,
     skip_damaged: bool = False,
     on_damaged: OnDamaged | None = None,
+    recursive: bool = False,
 ) -> list[Run]:
     """Every run found under a local path: a `wandb/` folder, a run directory or a `.wandb` file.
 
@@ -76,7 +77,9 @@ def open_local(
     `history` and `scan` as runs read over the API. Damaged files follow `connector.local.load_runs`:
     the first one raises `LocalFileError` naming it, unless ``on_damaged(file, error)`` is given, in
     which case each is reported there and left out while every readable run is returned. A path that
-    does not exist raises `LocalFileError` (``no such file or folder: <path>``).
+    does not exist raises `LocalFileError` (``no such file or folder: <path>``). A folder that is not
+    ``wandb/``-shaped (no run directory within 3 levels), the filesystem root and the home folder are
+    refused unless ``recursive=True`` (see `connector.local.discover`).
 
     >>> open_local("wandb/nowhere")
     Traceback (most recent call last):
@@ -87,7 +90,12 @@ def open_local(
     from .local import load_runs
 
     runs = load_runs(
-        path, entity=entity, project=project, skip_damaged=skip_damaged, on_damaged=on_damaged
+        path,
+        entity=entity,
+        project=project,
+        skip_damaged=skip_damaged,
+        on_damaged=on_damaged,
+        recursive=recursive,
     )
     return [Run.from_run_data(run) for run in runs]
 
@@ -95,7 +103,8 @@ def open_local(
 def open_local_run(path: str | os.PathLike[str], **options: Any) -> Run:
     """The one run stored at a local path (a `.wandb` file or a run directory).
 
-    `options` are those of `open_local` (``entity``, ``project``, ``skip_damaged``, ``on_damaged``);
+    `options` are those of `open_local` (``entity``, ``project``, ``skip_damaged``, ``on_damaged``,
+    ``recursive``);
     a path holding no readable run or several runs raises `ConfigurationError`.
 
     >>> open_local_run(Path("wandb/nowhere/run-abc.wandb"))

@@ -99,3 +99,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the export chaos test with this one seed (the seeds are printed by the test)",
     )
+    fuzz = parser.getgroup("fuzz", "hostile .wandb files fuzzer (tests/test_hostile_files.py)")
+    fuzz.addoption(
+        "--fuzz-long",
+        action="store_true",
+        default=False,
+        help="fuzz thousands of mutated .wandb files (a random seed unless --fuzz-seed is given)",
+    )
+    fuzz.addoption(
+        "--fuzz-seed",
+        type=int,
+        default=None,
+        help="replay the .wandb fuzzer with this seed (printed with every failure)",
+    )

@@ -30,6 +30,29 @@ Rules kept stable for the callers (emulator, scans, export):
   complete record, without an exit record (state ``running`` or ``crashed``).
 * A path that does not exist raises `NoSuchPathError` (a `LocalFileError`):
   ``no such file or folder: <path>``.
+* Folders (`find_run_files`): a folder is read as a ``wandb/`` folder, a run directory or a
+  folder holding those at most 3 levels down; any other folder is refused (``<path>: is not a
+  wandb/ folder or run directory ...; pass the wandb/ folder itself``), and so are the
+  filesystem root and the home folder, unless ``recursive=True`` is passed (then every folder
+  below is searched). Symlinked folders are not followed.
+* Steps: a history row's ``_step`` is an integer in ``[0, 2**63 - 1]``. A string, float, bool,
+  null or out-of-range ``_step``, or a missing one in a file whose other history records have
+  one, makes the record damaged (`LocalFileError` naming the file, the record's offset and the
+  value; skipped with a `DamagedRecordWarning` with ``skip_damaged=True``), never step 0. Reading
+  and scanning cost time and memory by rows, never by the numeric span of the steps.
+
+Limits (`connector.local.limits`; a record beyond one is a damaged record, as above, and never a
+`RecursionError`, `MemoryError` or allocation failure further down):
+
+=========================  ==========  ===========================================================
+``MAX_RECORD_BYTES``       64 MiB      one record of the framing (FIRST..LAST chunks)
+``MAX_DEPTH``              200         nesting of a history, summary or config value: its
+                                       ``nested_key`` parts plus its JSON ``{``/``[`` levels
+``MAX_KEYS``               100,000     keys of one history row (item paths plus the keys of
+                                       objects in its values), and distinct history keys of a file
+``MAX_KEY_BYTES``          16 KiB      one ``key`` or ``nested_key`` part
+``MAX_STEP``               2**63 - 1   the largest ``_step`` (Arrow ``int64``)
+=========================  ==========  ===========================================================
 """
 
 from __future__ import annotations
@@ -42,6 +65,7 @@ from pathlib import Path
 from ..errors import LocalFileError
 from .discover import NoSuchPathError, find_run_files
 from .framing import CHUNK_HEADER, HEADER, DamagedRecordWarning
+from .limits import MAX_DEPTH, MAX_KEY_BYTES, MAX_KEYS, MAX_RECORD_BYTES, MAX_STEP
 from .rebuild import (
     DEFAULT_ENTITY,
     DEFAULT_PROJECT,
@@ -58,6 +82,11 @@ __all__ = [
     "DEFAULT_PROJECT",
     "RUNNING_GRACE",
     "DamagedRecordWarning",
+    "MAX_DEPTH",
+    "MAX_KEYS",
+    "MAX_KEY_BYTES",
+    "MAX_RECORD_BYTES",
+    "MAX_STEP",
     "LocalRun",
     "NoSuchPathError",
     "OnDamaged",
@@ -101,8 +130,12 @@ def load_runs(
     skip_damaged: bool = False,
     running_grace: float = RUNNING_GRACE,
     on_damaged: OnDamaged | None = None,
+    recursive: bool = False,
 ) -> list[LocalRun]:
     """Read every run under `path` (see `find_run_files`), one `LocalRun` per run.
+
+    `path` is a `.wandb` file, a run directory or a ``wandb/`` folder (or a folder holding those
+    at most 3 levels down); ``recursive=True`` searches every folder below `path` instead.
 
     Files holding the same (entity, project, run id) are one resumed run and are merged:
     rows by ``_step`` (the file that started later wins a step both hold), config and summary
@@ -120,7 +153,7 @@ def load_runs(
     >>> damaged  # doctest: +SKIP
     [PosixPath('wandb/offline-run-20260101_120000-bad000/run-bad000.wandb')]
     """
-    files = find_run_files(path)
+    files = find_run_files(path, recursive=recursive)
     groups: dict[tuple[str, str, str], list[FileContent]] = {}
     for file in files:
         try:
@@ -179,6 +212,7 @@ def load_run(
     skip_damaged: bool = False,
     running_grace: float = RUNNING_GRACE,
     on_damaged: OnDamaged | None = None,
+    recursive: bool = False,
 ) -> LocalRun:
     """Open the one run at `path` (a `.wandb` file or a run directory; resumed files merged).
 
@@ -195,6 +229,7 @@ def load_run(
         skip_damaged=skip_damaged,
         running_grace=running_grace,
         on_damaged=on_damaged,
+        recursive=recursive,
     )
     if len(runs) != 1:
         ids: Sequence[str] = [r.meta.run_id for r in runs]

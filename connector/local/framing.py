@@ -12,8 +12,9 @@ A record is one FULL chunk or FIRST + MIDDLE* + LAST. Rules of this reader:
 
 * a file still being written (EOF inside a chunk header, a chunk's data, or a FIRST..LAST
   sequence) ends silently after the last complete record;
-* a bad CRC, a chunk crossing its block, an unknown chunk type or a broken FIRST/MIDDLE/LAST
-  sequence before EOF raises `LocalFileError` naming the file and byte offset. With
+* a bad CRC, a chunk crossing its block, an unknown chunk type, a broken FIRST/MIDDLE/LAST
+  sequence before EOF, or a record longer than `limits.MAX_RECORD_BYTES` (64 MiB; its chunks are
+  never all held in memory) raises `LocalFileError` naming the file and byte offset. With
   ``skip_damaged=True`` the reader warns (`DamagedRecordWarning`: file, offset, bytes skipped),
   skips to the next block, drops orphan MIDDLE/LAST chunks there, and goes on.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LocalFileError
+from .limits import MAX_RECORD_BYTES
 
 MAGIC = 0xBEE1
 VERSION = 0
@@ -91,6 +93,7 @@ def iter_payloads(
     pos = CHUNK_HEADER  # position inside window
     parts: list[bytes] | None = None  # chunks of a FIRST..LAST record in progress
     rec_start = 0
+    rec_len = 0  # bytes in `parts`
     skip_from = -1  # file offset where skipped (damaged) bytes began, -1 when not skipping
     skip_at = 0  # offset of the damage that started the skip
 
@@ -129,12 +132,19 @@ def iter_payloads(
                 else:
                     parts = [window[pos + CHUNK_HEADER : dend]]
                     rec_start = base + pos
+                    rec_len = length
             elif ctype == MIDDLE or ctype == LAST:
                 if skip_from >= 0:
                     pass  # orphan continuation after a skip: part of the damaged range
                 elif parts is None:
                     problem = f"{'MIDDLE' if ctype == MIDDLE else 'LAST'} chunk without a FIRST chunk"
+                elif rec_len + length > MAX_RECORD_BYTES:
+                    problem = (
+                        f"the record starting at byte offset {rec_start} is longer than "
+                        f"{MAX_RECORD_BYTES} bytes (limit MAX_RECORD_BYTES)"
+                    )
                 else:
+                    rec_len += length
                     parts.append(window[pos + CHUNK_HEADER : dend])
                     if ctype == LAST:
                         yield rec_start, b"".join(parts)

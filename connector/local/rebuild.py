@@ -4,10 +4,20 @@ Rules (the facts behind them: reference §5.4):
 
 * **History rows**: one row per `history` record. For each item, ``path = nested_key or [key]``;
   the value is its `value_json` parsed leniently (bare ``NaN``/``Infinity``/``-Infinity``
-  accepted; text that is not JSON at all is kept as a string, empty text is None); an object
-  value is merged recursively into what the row already holds at that path, anything else is
-  set. ``_step`` comes from the ``_step`` item, else from ``HistoryStep.num`` (missing = 0).
-  If one file holds the same ``_step`` twice (a resumed run), the later row wins.
+  accepted; text that is not JSON at all is kept as a string, empty text is None; an integer
+  beyond 64 bits becomes a float, as orjson reads it); an object value is merged recursively
+  into what the row already holds at that path, anything else is set. If one file holds the
+  same ``_step`` twice (a resumed run), the later row wins.
+* **Steps**: ``_step`` comes from the ``_step`` item, else from ``HistoryStep.num``. It must be
+  an integer in ``[0, 2**63 - 1]`` (`limits.MAX_STEP`): a ``_step`` item that is a string, a
+  float, a bool, null, an object or out of range, a negative ``HistoryStep.num``, and a record
+  with neither a ``_step`` item nor a ``HistoryStep.num`` in a file whose other history records
+  carry ``_step`` items are damaged records (`LocalFileError` naming the file, the record's
+  byte offset and the value; skipped with a `DamagedRecordWarning` when ``skip_damaged=True``),
+  never step 0. A file without any ``_step`` item (a writer that only sets ``HistoryStep``)
+  reads a record without ``num`` as step 0, as protobuf defines it.
+* **Limits** (`connector.local.limits`): a record, a value's nesting, a row's keys, the file's
+  distinct history keys and a key's length are bounded; a record beyond a bound is damaged.
 * **Config**: `RunRecord.config`, then every `config` record's updates and removes, in file
   order (a set replaces the value at its path). The SDK's internal ``_wandb`` entry is kept
   out of `RunMeta.config` and exposed as `LocalRun.wandb_config`.
@@ -22,12 +32,14 @@ Rules (the facts behind them: reference §5.4):
   takes its run id from its name (``run-<id>.wandb``).
 * **Times**: ``created_at`` = run start time; ``heartbeat_at`` = the latest of the last history
   ``_timestamp``, the last stats timestamp and start + exit runtime, else the file's mtime. Both
-  are UTC, ``YYYY-MM-DDTHH:MM:SS``.
+  are UTC, ``YYYY-MM-DDTHH:MM:SS``; a non-finite time or one past the calendar (a damaged file)
+  is left out.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -41,8 +53,20 @@ import orjson
 
 from ..errors import LocalFileError
 from ..rundata import MemoryRun, RunMeta
+from ..values import flatten_row
 from . import records as rec
 from .framing import DamagedRecordWarning, iter_file_payloads
+from .limits import (
+    MAX_DEPTH,
+    MAX_KEYS,
+    MAX_STEP,
+    LimitError,
+    check_items,
+    check_path,
+    check_values,
+    count_keys,
+    needs_check,
+)
 from .wire import WireError
 
 DEFAULT_ENTITY = "local"
@@ -78,6 +102,8 @@ def parse_value(raw: bytes) -> Any:
 
     >>> parse_value(b"NaN"), parse_value(b'{"a": -Infinity}'), parse_value(b"not json"), parse_value(b"")
     (nan, {'a': -inf}, 'not json', None)
+    >>> parse_value(b"[NaN, " + b"9" * 400 + b"]")  # beyond 64 bits: a float, as orjson reads it
+    [nan, inf]
     """
     try:
         return _loads(raw)
@@ -86,9 +112,20 @@ def parse_value(raw: bytes) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_parse_int)
+    except RecursionError:
+        raise LimitError("a value nested too deep to parse (limit MAX_DEPTH)") from None
     except ValueError:
         return raw.decode(errors="replace")
+
+
+def _parse_int(text: str) -> int | float:
+    """An integer as orjson reads it: an int within 64 bits, else a float (never a huge int)."""
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(text)
 
 
 def parse_values(raws: Sequence[bytes]) -> list[Any]:
@@ -175,20 +212,60 @@ def _place_nested(row: dict[str, Any], paths: Sequence[tuple[str, ...]], values:
 
 
 def row_from_items(buf: bytes, start: int, end: int, items: rec.Items) -> dict[str, Any]:
-    """The history row of one decoded history record (see the module rules)."""
+    """The history row of one decoded history record (see the module rules).
+
+    Raises `LimitError` when the record goes beyond `MAX_DEPTH` or `MAX_KEYS` (checked before
+    any value is parsed).
+    """
+    return _history_row(buf, start, end, items)[0]
+
+
+def _history_row(buf: bytes, start: int, end: int, items: rec.Items) -> tuple[dict[str, Any], int]:
+    """`row_from_items`, and the count of ``{`` in the record's values (0: no object values)."""
     keys, raws, npaths, nraws, _ = items
     n = len(raws)
     if npaths:
         raws = raws + nraws
+        depth = max(map(len, npaths))
+        path_keys = n + sum(map(len, npaths))
+    else:
+        depth = 1
+        path_keys = n
+    if len(raws) > MAX_KEYS:
+        check_items(len(raws))
+    joined = b"[" + b",".join(raws) + b"]"
+    objects = joined.count(b"{")
+    checked = (
+        depth + joined.count(b"[") + objects > MAX_DEPTH + 1  # +1: the "[" added above
+        or path_keys + joined.count(b":") > MAX_KEYS
+    )
+    if checked:
+        check_path(depth)
+        check_values(raws, [1] * n + [len(p) for p in npaths], path_keys)
     try:
-        values = _loads(b"[" + b",".join(raws) + b"]")
+        values = _loads(joined)
     except _JSONError:
         values = parse_values(raws)
     row = dict(zip(keys, values, strict=False))
-    if len(row) == n and (not npaths or _place_nested(row, npaths, values[n:])):
-        return row
-    paths, ordered_raws, _ = rec.decode_items_ordered(buf, start, end)
-    return build_row(paths, parse_values(ordered_raws))
+    if not (len(row) == n and (not npaths or _place_nested(row, npaths, values[n:]))):
+        paths, ordered_raws, _ = rec.decode_items_ordered(buf, start, end)
+        row = build_row(paths, parse_values(ordered_raws))
+    if checked and count_keys(row) > MAX_KEYS:
+        raise LimitError(f"a history row with more than {MAX_KEYS} keys (limit MAX_KEYS)")
+    return row, objects
+
+
+def _check_tree_items(keys: Sequence[str], raws: Sequence[bytes], npaths: Sequence[tuple[str, ...]],
+                      nraws: Sequence[bytes]) -> None:
+    """`MAX_DEPTH` (and `MAX_KEYS` items) for the updates of one summary/config record."""
+    check_items(len(raws) + len(nraws), "a summary or config record")
+    if npaths:
+        depth = max(map(len, npaths))
+        check_path(depth)
+        if needs_check(b"".join(nraws), depth, 0):
+            check_values(nraws, [len(p) for p in npaths])
+    if raws and needs_check(b"".join(raws), 1, 0):
+        check_values(raws, 1)
 
 
 class _Tree:
@@ -200,6 +277,7 @@ class _Tree:
     def apply(self, buf: bytes, start: int, end: int, items: rec.Items) -> None:
         """Apply one summary/config record (updates in order, then removes)."""
         keys, raws, npaths, nraws, spans = items
+        _check_tree_items(keys, raws, npaths, nraws)
         root = self.root
         if npaths:
             for path in npaths:
@@ -215,6 +293,15 @@ class _Tree:
             root.update(zip(keys, raws, strict=False))
         if spans:
             self.remove(rec.removed_paths(buf, spans))
+
+    @staticmethod
+    def check(paths: Sequence[rec.Path], values: Sequence[bytes], what: str = "a summary or config record") -> None:
+        """Raise `LimitError` when updates (paths and raw JSON values) go beyond the limits."""
+        check_items(len(values), what)
+        depths = [1 if type(p) is str else len(p) for p in paths]
+        check_path(max(depths, default=1))
+        if needs_check(b"".join(values), max(depths, default=1), 0):
+            check_values(values, depths)
 
     def set(self, paths: Sequence[rec.Path], values: Sequence[bytes]) -> None:
         """Set raw JSON values at paths, in order (a set replaces what was at its path)."""
@@ -279,18 +366,90 @@ class FileContent:
 
 
 def _time(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return None
 
 
-def _step_of(row: dict[str, Any], step_num: int) -> int:
-    step = row.get("_step")
-    if type(step) is not int:
-        if isinstance(step, float) and step.is_integer():
-            step = int(step)
-        else:
-            step = step_num
-        row["_step"] = step
-    return step
+class StepError(ValueError):
+    """A history record's step is not an integer in ``[0, MAX_STEP]``, or it has none."""
+
+
+_MISSING: Any = object()
+_STEP_RANGE = "an integer step in [0, 2**63 - 1]"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _step_of(row: dict[str, Any], step: Any, buf: bytes, spans: list[tuple[int, int]]) -> int | None:
+    """The step of a row whose ``_step`` item is missing or not a valid step (the slow path).
+
+    Returns ``HistoryStep.num`` for a row without a ``_step`` item (and sets it in the row), None
+    when the record has no step at all; raises `StepError` for an invalid one.
+    """
+    if step is not _MISSING:
+        raise StepError(f"history record: _step {_shown(step)} is not {_STEP_RANGE}")
+    num = rec.history_step_num(buf, spans)
+    if num is None:
+        return None
+    if not 0 <= num <= MAX_STEP:
+        raise StepError(f"history record: HistoryStep.num {num} is not {_STEP_RANGE}")
+    row["_step"] = num
+    return num
+
+
+class _Implicit:
+    """History records with no step at all (no ``_step`` item, no ``HistoryStep.num``).
+
+    They are step 0 only in a file without ``_step`` items; once a ``_step`` item shows up they
+    are damaged (see the module rules), and the row they replaced at step 0 comes back.
+    """
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.replaced: dict[str, Any] | None = None  # the row at step 0 before the first of them
+        self.holds_zero = False  # rows[0] currently comes from one of them
+
+    def add(self, offset: int, row: dict[str, Any], rows: dict[int, dict[str, Any]]) -> None:
+        if not self.holds_zero and 0 in rows:
+            self.replaced = rows[0]
+        self.offsets.append(offset)
+        self.holds_zero = True
+        row["_step"] = 0
+        rows[0] = row
+
+    def placed(self, row: dict[str, Any]) -> None:
+        """A record with a step of its own was placed at step 0."""
+        self.holds_zero = False
+        self.replaced = row
+
+    def refuse(self, name: Path, rows: dict[int, dict[str, Any]], skip_damaged: bool) -> None:
+        """A ``_step`` item appeared: every earlier step-less record is damaged."""
+        for offset in self.offsets:
+            message = (
+                f"{name}: record at byte offset {offset}: history record without a _step item "
+                "or HistoryStep.num while other history records of the file have a _step"
+            )
+            if not skip_damaged:
+                raise LocalFileError(message)
+            warnings.warn(DamagedRecordWarning(f"{message}; skipped"), stacklevel=3)
+        if self.holds_zero:
+            if self.replaced is not None:
+                rows[0] = self.replaced
+            else:
+                rows.pop(0, None)
+        self.offsets.clear()
+        self.holds_zero = False
+
+
+def _check_names(names: set[Any], new: Any) -> None:
+    """Raise `LimitError` when the file's distinct history keys would go beyond `MAX_KEYS`."""
+    if len(names) + len(new) > MAX_KEYS and len(names) + sum(1 for k in new if k not in names) > MAX_KEYS:
+        raise LimitError(f"more than {MAX_KEYS} distinct history keys in the file (limit MAX_KEYS)")
 
 
 def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> FileContent:
@@ -307,11 +466,19 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
     stats: list[rec.StatsRecord] = []
     split = rec.split_record
     decode_items = rec.decode_items
-    history_step = rec.history_step
+    history_row = _history_row
     loads = _loads
     json_error = _JSONError
-    row: dict[str, Any] | None = None
+    last_row: dict[str, Any] | None = None
+    names: set[Any] = set()  # distinct history keys (flat names) of the file
+    last_keys: list[str] | None = None  # the item keys last added to `names`
+    last_npaths: list[tuple[str, ...]] | None = None
+    saw_step_item = False
+    implicit = _Implicit()
     HISTORY, SUMMARY, CONFIG = rec.HISTORY, rec.SUMMARY, rec.CONFIG
+    depth_budget = MAX_DEPTH  # the outer "[" of the joined values stands for the key's own level
+    max_keys = MAX_KEYS
+    max_step = MAX_STEP
 
     try:
         payloads = iter_file_payloads(p, skip_damaged=skip_damaged)
@@ -322,31 +489,77 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
                     items = decode_items(payload, start, end)
                     keys, raws, npaths, _, spans = items
                     if npaths:
-                        row = row_from_items(payload, start, end, items)
+                        row, objects = history_row(payload, start, end, items)
+                        if objects:
+                            flat: Any = flatten_row(row)[0]
+                        elif keys == last_keys and npaths == last_npaths:
+                            flat = None  # the same keys as the row before (the usual case)
+                        else:
+                            flat = [*keys, *npaths]
                     else:
-                        try:
-                            values = loads(b"[" + b",".join(raws) + b"]")
-                        except json_error:
-                            values = parse_values(raws)
-                        row = dict(zip(keys, values, strict=False))
-                        if len(row) != len(raws):
-                            row = row_from_items(payload, start, end, items)
-                    step = row.get("_step")
-                    if type(step) is not int:
-                        step = _step_of(row, history_step(payload, spans))
-                    rows[step] = row
+                        joined = b"[" + b",".join(raws) + b"]"
+                        objects = joined.count(b"{")
+                        if (
+                            joined.count(b"[") + objects > depth_budget
+                            or len(joined) > max_keys  # else fewer ":" + items than MAX_KEYS
+                            and joined.count(b":") + len(raws) > max_keys
+                        ):
+                            row = history_row(payload, start, end, items)[0]
+                        else:
+                            try:
+                                values = loads(joined)
+                            except json_error:
+                                values = parse_values(raws)
+                            row = dict(zip(keys, values, strict=False))
+                            if len(row) != len(raws):
+                                row = history_row(payload, start, end, items)[0]
+                        flat = None if keys == last_keys and not last_npaths else keys
+                        if objects:  # a media dict is one key; other objects are flattened
+                            for value in row.values():
+                                if type(value) is dict and value and "_type" not in value:
+                                    flat = flatten_row(row)[0]
+                                    break
+                    step = row.get("_step", _MISSING)
+                    if not (type(step) is int and 0 <= step <= max_step):
+                        step = _step_of(row, step, payload, spans)
+                        if step is None and saw_step_item:
+                            raise StepError(
+                                "history record without a _step item or HistoryStep.num "
+                                "while other history records of the file have a _step"
+                            )
+                    elif not saw_step_item:
+                        saw_step_item = True
+                        implicit.refuse(p, rows, skip_damaged)
+                    if flat is not None:
+                        if len(names) + len(flat) > max_keys:
+                            _check_names(names, flat)
+                        names.update(flat)
+                        last_keys, last_npaths = keys, npaths
+                    if step is None:
+                        implicit.add(offset, row, rows)
+                    else:
+                        rows[step] = row
+                        if step == 0 and not saw_step_item:
+                            implicit.placed(row)
+                    last_row = row
                 elif kind == SUMMARY:
                     summary.apply(payload, start, end, decode_items(payload, start, end))
                 elif kind == CONFIG:
                     config.apply(payload, start, end, decode_items(payload, start, end))
                 elif kind == rec.STATS:
-                    stats.append(rec.decode_stats(payload, start, end))
+                    st = rec.decode_stats(payload, start, end)
+                    _Tree.check([k for k, _ in st.items], [v for _, v in st.items], "a stats record")
+                    stats.append(st)
                 elif kind == rec.RUN:
                     run = rec.decode_run(payload, start, end)
+                    config_paths, config_values = [k for k, _ in run.config], [v for _, v in run.config]
+                    summary_paths, summary_values = [k for k, _ in run.summary], [v for _, v in run.summary]
+                    _Tree.check(config_paths, config_values)
+                    _Tree.check(summary_paths, summary_values)
                     out.run = _merge_run_record(out.run, run)
-                    config.set([k for k, _ in run.config], [v for _, v in run.config])
+                    config.set(config_paths, config_values)
                     config.remove(run.config_remove)
-                    summary.set([k for k, _ in run.summary], [v for _, v in run.summary])
+                    summary.set(summary_paths, summary_values)
                     summary.remove(run.summary_remove)
                 elif kind == rec.EXIT:
                     out.exit = rec.decode_exit(payload, start, end)
@@ -356,6 +569,13 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
                     m = rec.decode_metric(payload, start, end)
                     if m.step_metric and (m.name or m.glob_name):
                         out.step_metrics[m.name or m.glob_name] = m.step_metric
+            except (LimitError, StepError) as exc:
+                message = f"{p}: record at byte offset {offset}: {exc}"
+                if not skip_damaged:
+                    raise LocalFileError(message) from exc
+                warnings.warn(
+                    DamagedRecordWarning(f"{message}; skipped {len(payload)} bytes"), stacklevel=2
+                )
             except (WireError, IndexError, UnicodeDecodeError, ValueError) as exc:
                 message = f"{p}: undecodable record at byte offset {offset}: {exc}"
                 if not skip_damaged:
@@ -370,7 +590,7 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
     out.summary = summary.to_dict()
     start_time = out.run.start_time if out.run else None
     times: list[float] = []
-    if row is not None and (t := _time(row.get("_timestamp"))) is not None:
+    if last_row is not None and (t := _time(last_row.get("_timestamp"))) is not None:
         times.append(t)
     for s in stats:
         ev: dict[str, Any] = {"_wandb": True}
@@ -410,12 +630,15 @@ def _merge_run_record(old: rec.RunRecord | None, new: rec.RunRecord) -> rec.RunR
 def iso(ts: float | None) -> str | None:
     """UTC ``YYYY-MM-DDTHH:MM:SS`` (the form W&B's `createdAt` uses), or None.
 
-    >>> iso(0)
-    '1970-01-01T00:00:00'
+    >>> iso(0), iso(1e300)
+    ('1970-01-01T00:00:00', None)
     """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # a time no clock shows (a damaged file)
+        return None
 
 
 def _run_id(content: FileContent) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from .limits import MAX_DEPTH, LimitError, check_key
 from .wire import (
     I64,
     LEN,
@@ -47,6 +48,7 @@ HEADER = 21
 Path = str | tuple[str, ...]
 _NULL = b"null"
 _KEYS: dict[bytes, str] = {}  # interned key strings: rows share one str object per key
+_MAX_INTERNED = 256  # longer keys are not interned (the cache must stay small whatever the files)
 _HEADS: dict[bytes, str] = {}  # item heads "0A L 12 K key 82 01 V" -> key (see decode_items)
 _MAX_HEADS = 200_000
 _NHEADS: dict[bytes, tuple[str, ...]] = {}  # the same for nested paths
@@ -118,7 +120,8 @@ def _varint_rest(buf: bytes, pos: int, first: int) -> tuple[int, int]:
 def _key(raw: bytes) -> str:
     s = _KEYS.get(raw)
     if s is None:
-        if len(_KEYS) < 100_000:
+        check_key(raw)
+        if len(_KEYS) < 100_000 and len(raw) <= _MAX_INTERNED:
             s = _KEYS[raw] = raw.decode()
         else:
             s = raw.decode()
@@ -195,6 +198,8 @@ def decode_item(buf: bytes, start: int, end: int) -> tuple[Path, bytes]:
         if fno == 1 and wire == LEN:
             key = _key(bytes(v))  # type: ignore[arg-type]
         elif fno == 2 and wire == LEN:
+            if len(nested) >= MAX_DEPTH:
+                raise LimitError(f"a nested key of more than {MAX_DEPTH} parts (limit MAX_DEPTH)")
             nested.append(_key(bytes(v)))  # type: ignore[arg-type]
         elif fno == 16 and wire == LEN:
             value = bytes(v)  # type: ignore[arg-type]
@@ -355,7 +360,17 @@ def decode_history(buf: bytes, start: int, end: int) -> tuple[int, Items]:
 
 def history_step(buf: bytes, spans: list[tuple[int, int]]) -> int:
     """`HistoryStep.num` from the field-2 span(s) of a history record (missing = 0)."""
-    step = 0
+    step = history_step_num(buf, spans)
+    return 0 if step is None else step
+
+
+def history_step_num(buf: bytes, spans: list[tuple[int, int]]) -> int | None:
+    """`HistoryStep.num` as written: None when no `HistoryStep` or no `num` field is present.
+
+    >>> history_step_num(b"\x08\x05", [(0, 2)]), history_step_num(b"", [(0, 0)]), history_step_num(b"", [])
+    (5, None, None)
+    """
+    step = None
     for s, e in spans:
         for fno, wire, v in iter_fields(buf, s, e):
             if fno == 1 and wire == VARINT:
@@ -449,6 +464,7 @@ def decode_stats(buf: bytes, start: int, end: int) -> StatsRecord:
             value = _NULL
             for f2, w2, v2 in iter_fields(v):
                 if f2 == 1 and w2 == LEN:
+                    check_key(v2)  # type: ignore[arg-type]
                     key = _str(v2)
                 elif f2 == 16 and w2 == LEN:
                     value = bytes(v2)  # type: ignore[arg-type]
@@ -506,6 +522,7 @@ __all__ = [
     "decode_run",
     "decode_stats",
     "history_step",
+    "history_step_num",
     "removed_paths",
     "split_record",
 ]
