@@ -1,6 +1,6 @@
 """`.wandb` framing: file header, 32 KiB blocks, CRC-checked chunks -> record payloads.
 
-The format (LevelDB-log style, with plain CRC-32; see reference §5.2)::
+The format (LevelDB-log style, with plain CRC-32)::
 
     header   ":W&B" | magic u16 LE 0xBEE1 | version u8 (0)            7 bytes at offset 0
     blocks   32768 bytes, aligned at offset 0; chunks never cross a block boundary

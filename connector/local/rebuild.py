@@ -1,6 +1,6 @@
 """Rebuild a run (history rows, config, summary, system events, state) from one `.wandb` file.
 
-Rules (the facts behind them: reference §5.4):
+Rules (as the SDK writes and resumes runs):
 
 * **History rows**: one row per `history` record. For each item, ``path = nested_key or [key]``;
   the value is its `value_json` parsed leniently (bare ``NaN``/``Infinity``/``-Infinity``

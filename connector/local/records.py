@@ -1,4 +1,4 @@
-"""Decode `wandb_internal.Record` payloads by field number (schema facts: reference §5.3).
+"""Decode `wandb_internal.Record` payloads by field number (the fields of wandb_internal.proto that history needs).
 
 Hot messages (history, summary, config) decode to plain lists, not objects (`decode_items`):
 ``(keys, values, nested_paths, nested_values, field2_spans)``, where a key is the `str` of a
