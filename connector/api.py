@@ -14,33 +14,52 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .api_source import ApiSource
+from .api_source import ApiSource, check_run_attrs
 from .config import Settings
-from .errors import ConfigurationError, NotFoundError
+from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
 from .queries import OPERATION_NAMES, document
 from .resolve import is_local_path, open_local_run
 from .runpath import RunRef, parse_project_path
 from .scan import DEFAULT_CONCURRENCY, HistoryScan
 from .source import HistorySource
 from .transport import RetryPolicy, Transport
+from .values import check_row
 
 if TYPE_CHECKING:
     from .rundata import RunData
 
+#: Runs listings give up after this many pages in a row with no run but ``hasNextPage`` true.
+MAX_EMPTY_PAGES = 10
 
-def _json_field(value: Any) -> dict[str, Any]:
+
+def _json_field(value: Any, where: str | None = None, name: str = "") -> dict[str, Any]:
+    """A JSONString field (config, summaryMetrics) as a dict, leniently as the SDK: text that is not
+    a JSON object gives ``{}``. With `where` (a server's answer), a value nested deeper or holding
+    more keys than the row limits of `connector.values` raises `ProtocolError`."""
     if isinstance(value, dict):
-        return value
-    if not value:
+        parsed: Any = value
+    elif not value:
         return {}
-    try:
-        parsed = json.loads(value)
-    except (TypeError, ValueError):
+    else:
         try:
-            parsed = json.loads(value, strict=False)
+            parsed = json.loads(value)
+        except RecursionError as exc:
+            raise ProtocolError(f"run {where}: the run's {name} nests too deep") from exc
         except (TypeError, ValueError):
-            return {}
-    return parsed if isinstance(parsed, dict) else {}
+            try:
+                parsed = json.loads(value, strict=False)
+            except RecursionError as exc:
+                raise ProtocolError(f"run {where}: the run's {name} nests too deep") from exc
+            except (TypeError, ValueError):
+                return {}
+    if not isinstance(parsed, dict):
+        return {}
+    if where is not None:
+        try:
+            check_row(parsed)
+        except RowError as exc:
+            raise ProtocolError(f"run {where}: the run's {name}: {exc}") from exc
+    return parsed
 
 
 def _unwrap_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -100,15 +119,21 @@ class Api:
             return self.settings.entity
         if self._default_entity is None:
             data = self.transport.execute(document("default_entity"))
-            self._default_entity = ((data or {}).get("viewer") or {}).get("entity")
+            viewer = data.get("viewer")
+            entity = viewer.get("entity") if isinstance(viewer, dict) else None
+            if not isinstance(viewer, dict | None) or not isinstance(entity, str | None):
+                raise ProtocolError(f"the server answered viewer {viewer!r:.100}, not {{id, entity}}")
+            self._default_entity = entity
         return self._default_entity
 
     def viewer(self) -> dict[str, Any]:
         """The user the API key belongs to (also checks the key)."""
         data = self.transport.execute(document("viewer"), None, OPERATION_NAMES["viewer"])
-        viewer = (data or {}).get("viewer")
+        viewer = data.get("viewer")
         if viewer is None:
             raise NotFoundError("the server knows no user for this API key")
+        if not isinstance(viewer, dict):
+            raise ProtocolError(f"the server answered viewer {viewer!r:.100}, not a JSON object")
         return viewer
 
     def _ref(self, path: str) -> RunRef:
@@ -133,10 +158,17 @@ class Api:
             document("run"),
             {"entity": ref.entity, "project": ref.project, "name": ref.run_id},
         )
-        attrs = ((data or {}).get("project") or {}).get("run")
+        project = data.get("project")
+        if (
+            "project" not in data
+            or not isinstance(project, dict | None)
+            or (isinstance(project, dict) and "run" not in project)
+        ):
+            raise ProtocolError(f"run {ref.path}: the answer is not {{project: {{run: ...}}}}")
+        attrs = (project or {}).get("run")
         if attrs is None:
             raise NotFoundError(f"run {ref.path} not found (or not visible with this API key)")
-        return Run(self, ref, attrs)
+        return Run(self, ref, check_run_attrs(attrs, ref.path))
 
     def runs(
         self,
@@ -171,10 +203,11 @@ class Run:
         self.ref = ref
         self._attrs = dict(attrs)
         self._source = source
-        raw_config = _json_field(attrs.get("config"))
+        where = ref.path if source is None else None  # attributes from a server's answer: checked
+        raw_config = _json_field(attrs.get("config"), where, "config")
         self.config, self.rawconfig = _unwrap_config(raw_config)
-        self.summary = _json_field(attrs.get("summaryMetrics"))
-        self.system_metrics = _json_field(attrs.get("systemMetrics"))
+        self.summary = _json_field(attrs.get("summaryMetrics"), where, "summaryMetrics")
+        self.system_metrics = _json_field(attrs.get("systemMetrics"), where, "systemMetrics")
 
     @classmethod
     def from_run_data(cls, run: RunData) -> Run:
@@ -285,7 +318,10 @@ class Run:
         if self._source is None:
             assert self._api is not None
             self._source = ApiSource(
-                self._api.transport, self.ref, line_count=self.history_line_count
+                self._api.transport,
+                self.ref,
+                line_count=self.history_line_count,
+                running=self.state == "running",
             )
         return self._source
 
@@ -446,6 +482,9 @@ class Runs:
         return f"<Runs {self.entity}/{self.project}>"
 
     def _page(self, cursor: str | None) -> tuple[list[Run], str | None, bool]:
+        """One page of the listing: its runs, the next cursor and whether there are more (checked:
+        `ProtocolError` naming the project for any answer that breaks the protocol)."""
+        where = f"project {self.entity}/{self.project}"
         data = self._api.transport.execute(
             document("runs"),
             {
@@ -457,26 +496,74 @@ class Runs:
                 "filters": json.dumps(self.filters),
             },
         )
-        project = (data or {}).get("project")
+        project = data.get("project")
         if project is None:
             raise NotFoundError(f"project {self.entity}/{self.project} not found")
-        self._count = project.get("runCount")
-        connection = project.get("runs") or {}
-        runs = [
-            Run(self._api, RunRef(self.entity, self.project, edge["node"]["name"]), edge["node"])
-            for edge in connection.get("edges") or []
-            if edge.get("node")
-        ]
-        info = connection.get("pageInfo") or {}
-        return runs, info.get("endCursor"), bool(info.get("hasNextPage"))
+        if not isinstance(project, dict):
+            raise ProtocolError(f"{where}: the answer's project is not a JSON object")
+        count = project.get("runCount")
+        if count.__class__ is not int or count < 0:
+            raise ProtocolError(f"{where}: runCount is {count!r:.60}, not a count")
+        self._count = count
+        connection = project.get("runs")
+        edges = connection.get("edges") if isinstance(connection, dict) else None
+        info = connection.get("pageInfo") if isinstance(connection, dict) else None
+        if not isinstance(edges, list) or not isinstance(info, dict):
+            raise ProtocolError(f"{where}: the runs listing is not {{edges: [...], pageInfo: {{...}}}}")
+        runs = []
+        for edge in edges:
+            node = edge.get("node") if isinstance(edge, dict) else None
+            if node is None and isinstance(edge, dict):
+                continue  # a run that went away between the count and the page
+            name = node.get("name") if isinstance(node, dict) else None
+            if not isinstance(name, str) or not name:
+                raise ProtocolError(f"{where}: the runs listing holds {edge!r:.100}, not a run")
+            ref = RunRef(self.entity, self.project, name)
+            runs.append(Run(self._api, ref, check_run_attrs(node, ref.path)))
+        more, end = info.get("hasNextPage"), info.get("endCursor")
+        if more.__class__ is not bool or not isinstance(end, str | None):
+            raise ProtocolError(
+                f"{where}: the runs listing's pageInfo is {info!r:.100}, not {{endCursor, hasNextPage}}"
+            )
+        return runs, end, more
 
     def __iter__(self) -> Iterator[Run]:
+        """Every run, page by page. A listing that cannot end (a cursor that does not advance or
+        comes back, pages of runs already listed, endless empty pages) raises `ProtocolError`."""
+        where = f"project {self.entity}/{self.project}"
         cursor: str | None = None
+        cursors: set[str] = set()
+        seen: set[str] = set()
+        empty = 0
         while True:
-            runs, cursor, more = self._page(cursor)
-            yield from runs
-            if not more or not runs:
+            runs, end, more = self._page(cursor)
+            if more and (not end or end == cursor or end in cursors):
+                raise ProtocolError(
+                    f"{where}: the runs listing says hasNextPage but its cursor does not advance "
+                    f"({cursor!r} -> {end!r}); it would never end"
+                )
+            fresh = [run for run in runs if run.id not in seen]
+            if runs and not fresh:
+                raise ProtocolError(
+                    f"{where}: the runs listing answered a page of runs it had already listed "
+                    f"(cursor {cursor!r}); it would never end"
+                )
+            seen.update(run.id for run in fresh)
+            yield from fresh
+            if not more:
                 return
+            empty = 0 if runs else empty + 1
+            if empty >= MAX_EMPTY_PAGES:
+                raise ProtocolError(
+                    f"{where}: the runs listing answered {empty} pages without a run but hasNextPage"
+                )
+            limit = 2 * (self._count or 0) + 10_000
+            if len(seen) > limit:
+                raise ProtocolError(
+                    f"{where}: the runs listing went past {limit} runs although runCount is {self._count}"
+                )
+            cursors.add(end)
+            cursor = end
 
     def __len__(self) -> int:
         if self._count is None:

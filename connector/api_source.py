@@ -4,70 +4,422 @@ Full rows come from `history(minStep, maxStep, samples)` (rows as JSON text with
 tokens); keyed rows (the SDK's all-keys rule) from one `sampledHistory` spec per window; column
 projections from several specs in one `sampledHistory` call — `_step` alone plus one spec per column —
 joined on `_step`, so a projection never changes which rows come back.
+
+Every answer is checked before it is used; the server is never trusted. Each of these raises
+`ProtocolError` naming the run (``entity/project/run_id``), the step window and what was wrong:
+
+* a field the query asked for is missing, or null where the protocol promises a value
+  (``history``, ``sampledHistory`` and its lists), or of the wrong type;
+* `historyKeys` that is not an object, a ``lastStep`` that is not an integer (a bool is not one),
+  a ``keys`` object that is not ``{name: {"typeCounts": [{"type": str, ...}]}}``, or no
+  ``lastStep`` at all while the run reports history lines (`check_history_keys`);
+* a run object with missing or mistyped fields (`check_run_attrs`);
+* more rows than ``samples`` allowed;
+* a row that is not a JSON object, nests deeper or holds more keys than the limits of
+  `connector.values`, has no integer ``_step``, a step outside the requested window
+  ``[minStep, maxStep)``, or a step twice in one answer (rows out of order are sorted).
+
+Full rows stay JSON text until the scan decodes them (`HistoryPage.decode`, in the consuming thread);
+the checks run there. Anything else that goes wrong while reading an answer (a `TypeError` on a
+shape nobody foresaw, a `RecursionError`, a `MemoryError`) is also a `ProtocolError`, carrying the
+original exception as its cause.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, TypeVar
 
-from .errors import NotFoundError, ProtocolError
+import orjson
+
+from .errors import ConnectorError, NotFoundError, ProtocolError, RowError
 from .queries import OPERATION_NAMES, document
 from .runpath import RunRef
 from .source import Page, Window
 from .transport import Transport
-from .values import flatten_row, parse_row
+from .values import (
+    MAX_DEPTH,
+    MAX_KEYS_PER_ROW,
+    SCALAR_TYPES,
+    check_row,
+    flatten_row,
+    parse_row,
+)
 
 SPECS_PER_REQUEST = 16
+INT64_MAX = 2**63 - 1
+_ABSENT = object()
+
+#: Run fields of ``RunFragment`` (plus ``projectId``) and the JSON types each may have (None: null).
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "projectId": (str, int),
+    "id": (str, type(None)),
+    "tags": (list, type(None)),
+    "name": (str,),
+    "displayName": (str, type(None)),
+    "sweepName": (str, type(None)),
+    "state": (str, type(None)),
+    "config": (str, dict, type(None)),
+    "group": (str, type(None)),
+    "jobType": (str, type(None)),
+    "commit": (str, type(None)),
+    "readOnly": (bool, type(None)),
+    "createdAt": (str, type(None)),
+    "heartbeatAt": (str, type(None)),
+    "description": (str, type(None)),
+    "notes": (str, type(None)),
+    "systemMetrics": (str, dict, type(None)),
+    "summaryMetrics": (str, dict, type(None)),
+    "historyLineCount": (int, type(None)),
+    "user": (dict, type(None)),
+    "historyKeys": (dict, type(None)),
+}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kind(value: Any) -> str:
+    """A JSON-ish name for the type of `value`, for messages."""
+    if value is None:
+        return "null"
+    return {bool: "a bool", int: "an integer", float: "a float", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    """True for a JSON integer (a bool is not one)."""
+    return value.__class__ is int
+
+
+def check_history_keys(value: Any, path: str, *, line_count: int | None = None) -> dict[str, Any]:
+    """A `historyKeys` answer, checked (`ProtocolError` naming run `path` otherwise); null is ``{}``.
+
+    A missing ``lastStep`` (or -1) means an empty run (the SDK reads it as -1), unless the run
+    reports history lines: then the answer contradicts itself and a scan would silently return
+    nothing.
+
+    >>> check_history_keys({"keys": {}, "lastStep": 4}, "e/p/r")["lastStep"]
+    4
+    >>> check_history_keys({"lastStep": "4"}, "e/p/r")
+    Traceback (most recent call last):
+    ...
+    connector.errors.ProtocolError: run e/p/r: historyKeys.lastStep is a string ('4'), not an integer step
+    >>> check_history_keys(None, "e/p/r", line_count=3000)
+    Traceback (most recent call last):
+    ...
+    connector.errors.ProtocolError: run e/p/r: historyKeys has no lastStep although the run reports 3000 history lines
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"run {path}: historyKeys is {_kind(value)}, not a JSON object")
+    last = value.get("lastStep")
+    if last is None:
+        if line_count:
+            raise ProtocolError(
+                f"run {path}: historyKeys has no lastStep although the run reports {line_count} history lines"
+            )
+    elif not _is_int(last):
+        raise ProtocolError(
+            f"run {path}: historyKeys.lastStep is {_kind(last)} ({_shown(last)}), not an integer step"
+        )
+    elif not -1 <= last < INT64_MAX:
+        raise ProtocolError(f"run {path}: historyKeys.lastStep {last} is not a step (-1 .. 2^63-2)")
+    elif last == -1 and line_count:
+        raise ProtocolError(
+            f"run {path}: historyKeys.lastStep is -1 (no history) although the run reports {line_count} "
+            "history lines"
+        )
+    keys = value.get("keys")
+    if keys is None:
+        return value
+    if not isinstance(keys, dict):
+        raise ProtocolError(f"run {path}: historyKeys.keys is {_kind(keys)}, not a JSON object")
+    for name, info in keys.items():
+        if info is None:
+            continue
+        counts = info.get("typeCounts") if isinstance(info, dict) else info
+        if not isinstance(info, dict) or not isinstance(counts, list | type(None)):
+            raise ProtocolError(
+                f"run {path}: historyKeys.keys[{_shown(name)}] is {_kind(info)} ({_shown(info)}), "
+                "not {\"typeCounts\": [...]}"
+            )
+        for tc in counts or ():
+            if not isinstance(tc, dict) or not isinstance(tc.get("type", "nil"), str):
+                raise ProtocolError(
+                    f"run {path}: historyKeys.keys[{_shown(name)}].typeCounts holds {_shown(tc)}, "
+                    "not {\"type\": <name>, \"count\": <n>}"
+                )
+    return value
+
+
+def check_run_attrs(attrs: Any, path: str) -> dict[str, Any]:
+    """A run object from a `Run` or `Runs` answer, checked: every `RUN_FIELDS` field present with
+    its JSON type, a non-negative `historyLineCount`, a valid `historyKeys` consistent with it.
+
+    >>> check_run_attrs({"name": "r"}, "e/p/r")
+    Traceback (most recent call last):
+    ...
+    connector.errors.ProtocolError: run e/p/r: the run object lacks the fields projectId, id, tags, displayName, sweepName, state, config, group, jobType, commit, readOnly, createdAt, heartbeatAt, description, notes, systemMetrics, summaryMetrics, historyLineCount, user, historyKeys
+    """
+    if not isinstance(attrs, dict):
+        raise ProtocolError(f"run {path}: the run is {_kind(attrs)}, not a JSON object")
+    missing = [name for name in RUN_FIELDS if name not in attrs]
+    if missing:
+        raise ProtocolError(f"run {path}: the run object lacks the fields {', '.join(missing)}")
+    for name, types in RUN_FIELDS.items():
+        value = attrs[name]
+        if value.__class__ not in types:
+            raise ProtocolError(f"run {path}: the run's {name} is {_kind(value)} ({_shown(value)})")
+    if attrs["tags"] is not None and not all(isinstance(t, str) for t in attrs["tags"]):
+        raise ProtocolError(f"run {path}: the run's tags are not all strings ({_shown(attrs['tags'])})")
+    lines = attrs["historyLineCount"]
+    if lines is not None and not 0 <= lines <= INT64_MAX:
+        raise ProtocolError(f"run {path}: the run's historyLineCount {lines} is negative or too large")
+    check_history_keys(attrs["historyKeys"], path, line_count=lines)
+    return attrs
+
+
+def _answer_errors(method: _F) -> _F:
+    """Turn any unforeseen error while reading an answer into a `ProtocolError` naming the run."""
+
+    @functools.wraps(method)
+    def wrapper(self: ApiSource, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except ConnectorError:
+            raise
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError, RecursionError,
+                MemoryError, OverflowError) as exc:  # fmt: skip
+            window = next((a for a in args if isinstance(a, Window)), None)
+            raise ProtocolError(
+                f"{self._where(window)}: unusable answer ({type(exc).__name__}: {_shown(str(exc), 200)})"
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class HistoryPage(Page):
+    """A `Page` whose JSON texts are parsed and checked by `check` when decoded."""
+
+    check: Callable[[list[str]], list[dict[str, Any]]] | None = None
+
+    def decode(self) -> list[dict[str, Any]]:
+        if self.texts is not None:
+            texts = self.texts
+            self.rows = self.check(texts) if self.check is not None else [parse_row(t) for t in texts]
+            self.texts = None
+        return self.rows
 
 
 class ApiSource:
-    """History of one run read over the GraphQL API."""
+    """History of one run read over the GraphQL API.
 
-    def __init__(self, transport: Transport, ref: RunRef, *, line_count: int | None = None) -> None:
+    `line_count` is the run's `historyLineCount` (a planning hint, also checked against
+    `historyKeys`); `running` says whether the run was running when it was loaded.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        ref: RunRef,
+        *,
+        line_count: int | None = None,
+        running: bool = False,
+    ) -> None:
         self.transport = transport
         self.ref = ref
         self._line_count = line_count
+        self.running = running
 
     def __repr__(self) -> str:
         return f"ApiSource({self.ref.path!r})"
 
-    def _run(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        data, raw = self.transport.execute_raw(
-            document(name), variables, OPERATION_NAMES.get(name, "")
-        )
-        project = (data or {}).get("project")
-        run = project.get("run") if isinstance(project, dict) else None
+    # -- answers --------------------------------------------------------------------------------
+
+    def _where(self, window: Window | None = None) -> str:
+        where = f"run {self.ref.path}"
+        return where if window is None else f"{where}, steps [{window.lo}, {window.hi})"
+
+    def _error(self, what: str, window: Window | None = None) -> ProtocolError:
+        return ProtocolError(f"{self._where(window)}: {what}")
+
+    def _run(
+        self, name: str, variables: dict[str, Any], window: Window | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        try:
+            data, raw = self.transport.execute_raw(
+                document(name), variables, OPERATION_NAMES.get(name, "")
+            )
+        except ProtocolError as exc:  # an answer that is not usable at all: say whose it was
+            raise type(exc)(f"{self._where(window)}: {exc}", status=exc.status) from exc
+        if "project" not in data:
+            raise self._error("the answer has no 'project' field", window)
+        project = data["project"]
+        if project is None:
+            raise NotFoundError(f"run {self.ref.path} not found")
+        if not isinstance(project, dict) or "run" not in project:
+            raise self._error(f"the answer's project is {_kind(project)} without a 'run' field", window)
+        run = project["run"]
         if run is None:
             raise NotFoundError(f"run {self.ref.path} not found")
+        if not isinstance(run, dict):
+            raise self._error(f"the answer's run is {_kind(run)}, not a JSON object", window)
         return run, raw
+
+    def _field(self, run: dict[str, Any], name: str, window: Window | None = None) -> Any:
+        if name not in run:
+            raise self._error(f"the answer has no '{name}' field", window)
+        return run[name]
 
     def _vars(self, run_var: str = "name") -> dict[str, Any]:
         return {"entity": self.ref.entity, "project": self.ref.project, run_var: self.ref.run_id}
 
+    # -- row checks -----------------------------------------------------------------------------
+
+    def _check_steps(
+        self, rows: list[dict[str, Any]], window: Window, what: str, prev: int | None = None
+    ) -> list[dict[str, Any]]:
+        """`rows` with integer steps in `window`, each once, ascending (sorted when they were not).
+
+        `prev` is the step of the row before `rows` (when checking one row of a longer answer)."""
+        lo, hi = window.lo, window.hi
+        prev = lo - 1 if prev is None else prev
+        ordered = True
+        for i, row in enumerate(rows):
+            step = row.get("_step")
+            where = what if len(rows) == 1 and what.endswith(":") else f"{what} row {i}"
+            if step.__class__ is not int:
+                why = "no _step" if "_step" not in row else f"_step {_shown(step)} ({_kind(step)})"
+                raise self._error(f"{where.rstrip(':')} has {why}, not an integer step", window)
+            if not lo <= step < hi:
+                raise self._error(f"{where.rstrip(':')} has _step {step}, outside the requested window", window)
+            if step <= prev:
+                if step == prev:
+                    raise self._error(f"{what} answered step {step} twice", window)
+                ordered = False
+            prev = step
+        if not ordered:
+            rows = sorted(rows, key=itemgetter("_step"))
+            for a, b in zip(rows, rows[1:], strict=False):
+                if a["_step"] == b["_step"]:
+                    raise self._error(f"{what} answered step {a['_step']} twice", window)
+        return rows
+
+    def _parse_texts(self, window: Window, texts: list[str]) -> list[dict[str, Any]]:
+        """Parse and check the rows of one `history` answer (one pass: this is the hot loop)."""
+        lo, hi = window.lo, window.hi
+        prev = lo - 1
+        ordered = True
+        rows: list[dict[str, Any]] = []
+        append = rows.append
+        loads, depth = orjson.loads, MAX_DEPTH
+        for i, text in enumerate(texts):
+            try:
+                row = loads(text)
+            except orjson.JSONDecodeError:  # NaN/Infinity tokens (or worse): parse_row decides
+                row = None
+            # parse_row's checks, inlined for the usual row (see connector.values.parse_row)
+            if row.__class__ is not dict or (
+                len(text) > 2 * depth and (text.count("{") + text.count("[") > depth or len(text) > 4 * MAX_KEYS_PER_ROW)
+            ):
+                try:
+                    row = parse_row(text)
+                except RowError as exc:
+                    raise self._error(f"history row {i}: {exc}", window) from exc
+            step = row.get("_step")
+            if step.__class__ is not int or not lo <= step < hi or step <= prev:
+                if step.__class__ is int and lo <= step < prev:
+                    ordered = False  # out of order: sorted (and checked for repeats) below
+                else:
+                    self._check_steps([row], window, f"history row {i}:", prev)
+            prev = step
+            append(row)
+        return rows if ordered else self._check_steps(rows, window, "history")
+
+    def _row_list(
+        self, value: Any, window: Window | None, what: str, samples: int
+    ) -> list[dict[str, Any]]:
+        """One `sampledHistory` list: at most `samples` JSON objects within the limits and, with a
+        `window`, with integer steps in it, each once, ascending (sorted when they were not)."""
+        if not isinstance(value, list):
+            raise self._error(f"{what} is {_kind(value)}, not a list of rows", window)
+        if len(value) > samples:
+            raise self._error(f"{what} answered {len(value)} rows for samples={samples}", window)
+        leaf = SCALAR_TYPES
+        lo, hi = (window.lo, window.hi) if window is not None else (0, 0)
+        prev = lo - 1
+        ordered = True
+        for i, row in enumerate(value):  # one pass per list: the columns path runs it per column
+            if row.__class__ is not dict:
+                raise self._error(f"{what} row {i} is {_kind(row)}, not a JSON object", window)
+            if len(row) > MAX_KEYS_PER_ROW or not leaf.issuperset(map(type, row.values())):
+                try:
+                    check_row(row)
+                except RowError as exc:
+                    raise self._error(f"{what} row {i}: {exc}", window) from exc
+            if window is None:
+                continue
+            step = row.get("_step")
+            if step.__class__ is not int or not lo <= step < hi or step <= prev:
+                if step.__class__ is int and lo <= step < prev:
+                    ordered = False  # out of order: sorted (and checked for repeats) below
+                else:
+                    self._check_steps([row], window, f"{what} row {i}:", prev)
+            prev = step
+        return value if ordered or window is None else self._check_steps(value, window, what)
+
+    # -- HistorySource --------------------------------------------------------------------------
+
+    @_answer_errors
     def history_keys(self) -> dict[str, Any]:
         run, _ = self._run("run_history_keys", self._vars())
-        keys = run.get("historyKeys")
-        return keys if isinstance(keys, dict) else {}
+        return check_history_keys(
+            self._field(run, "historyKeys"), self.ref.path, line_count=self._line_count
+        )
 
     def line_count(self) -> int | None:
         return self._line_count
 
+    @_answer_errors
     def fetch_rows(self, window: Window, samples: int) -> Page:
         variables = self._vars("run") | {
             "minStep": window.lo,
             "maxStep": window.hi,
             "pageSize": samples,
         }
-        run, raw = self._run("history_page", variables)
-        texts = run.get("history") or []
-        return Page(
+        run, raw = self._run("history_page", variables, window)
+        texts = self._field(run, "history", window)
+        if texts is None:
+            raise self._error("the server answered history: null", window)
+        if not isinstance(texts, list):
+            raise self._error(f"history is {_kind(texts)}, not a list of rows", window)
+        if len(texts) > samples:
+            raise self._error(f"history answered {len(texts)} rows for samples={samples}", window)
+        if not all(t.__class__ is str for t in texts):
+            bad = next(i for i, t in enumerate(texts) if t.__class__ is not str)
+            raise self._error(f"history row {bad} is {_kind(texts[bad])}, not JSON text", window)
+        return HistoryPage(
             [],
             complete=len(texts) < samples or samples >= window.width,
             nbytes=len(raw),
             texts=texts,
+            check=functools.partial(self._checked_texts, window),
         )
+
+    @_answer_errors
+    def _checked_texts(self, window: Window, texts: list[str]) -> list[dict[str, Any]]:
+        return self._parse_texts(window, texts)
 
     def _spec(self, keys: Sequence[str], window: Window, samples: int) -> str:
         # maxStep is inclusive in sampledHistory specs.
@@ -75,23 +427,28 @@ class ApiSource:
             {"keys": list(keys), "minStep": window.lo, "maxStep": window.hi - 1, "samples": samples}
         )
 
-    def _sampled(self, specs: list[str]) -> tuple[list[list[dict[str, Any]]], int]:
-        run, raw = self._run("sampled_history", self._vars() | {"specs": specs})
-        result = run.get("sampledHistory")
+    def _sampled(
+        self, specs: list[str], window: Window | None = None, operation: str = "sampled_history"
+    ) -> tuple[list[Any], int]:
+        if operation == "sampled_history_page":
+            run, raw = self._run(operation, self._vars("run") | {"spec": specs[0]}, window)
+        else:
+            run, raw = self._run(operation, self._vars() | {"specs": specs}, window)
+        result = self._field(run, "sampledHistory", window)
         if not isinstance(result, list) or len(result) != len(specs):
-            raise ProtocolError(f"run {self.ref.path}: sampledHistory answered {len(result or [])} "
-                                f"lists for {len(specs)} specs")
-        return [lst or [] for lst in result], len(raw)
+            count = f"{len(result)} lists" if isinstance(result, list) else _kind(result)
+            raise self._error(f"sampledHistory answered {count} for {len(specs)} specs", window)
+        return result, len(raw)
 
+    @_answer_errors
     def fetch_keyed(self, window: Window, keys: Sequence[str], samples: int) -> Page:
         wanted = list(dict.fromkeys(["_step", *keys]))
         spec = self._spec(wanted, window, samples)
-        run, raw = self._run("sampled_history_page", self._vars("run") | {"spec": spec})
-        result = run.get("sampledHistory") or [[]]
-        rows = list(result[0] or [])
-        rows.sort(key=lambda r: r.get("_step", 0))
-        return Page(rows, complete=len(rows) < samples or samples >= window.width, nbytes=len(raw))
+        result, nbytes = self._sampled([spec], window, "sampled_history_page")
+        rows = self._row_list(result[0], window, "sampledHistory", samples)
+        return Page(rows, complete=len(rows) < samples or samples >= window.width, nbytes=nbytes)
 
+    @_answer_errors
     def fetch_columns(self, window: Window, columns: Sequence[str], samples: int) -> Page:
         wanted = [c for c in dict.fromkeys(columns) if c != "_step"]
         specs = [self._spec(["_step"], window, samples)]
@@ -99,33 +456,61 @@ class ApiSource:
         lists: list[list[dict[str, Any]]] = []
         nbytes = 0
         for i in range(0, len(specs), SPECS_PER_REQUEST):
-            part, size = self._sampled(specs[i : i + SPECS_PER_REQUEST])
-            lists += part
+            part, size = self._sampled(specs[i : i + SPECS_PER_REQUEST], window)
+            for j, lst in enumerate(part):
+                what = "sampledHistory" + (f" (column {wanted[i + j - 1]!r})" if i + j else " (_step)")
+                lists.append(self._row_list(lst, window, what, samples))
             nbytes += size
         complete = samples >= window.width or all(len(lst) < samples for lst in lists)
-        steps = sorted({r["_step"] for r in lists[0] if "_step" in r})
-        by_step: dict[int, dict[str, Any]] = {s: {"_step": s} for s in steps}
+        by_step: dict[int, dict[str, Any]] = {r["_step"]: {"_step": r["_step"]} for r in lists[0]}
         for column, lst in zip(wanted, lists[1:], strict=True):
             for raw_row in lst:
-                flat = flatten_row(raw_row)[0]
-                row = by_step.get(flat.get("_step"))
-                if row is not None and column in flat:
+                row = by_step.get(raw_row["_step"])
+                if row is None:
+                    if complete:
+                        raise self._error(
+                            f"sampledHistory (column {column!r}) answered step {raw_row['_step']}, "
+                            "which the _step spec did not", window,
+                        )  # fmt: skip
+                    continue
+                value = raw_row.get(column, _ABSENT)
+                # the usual case, a leaf under the column's own name (is_leaf, inlined): no flattening
+                if value is not _ABSENT and (value.__class__ is not dict or not value or "_type" in value):
+                    row[column] = value
+                    continue
+                try:
+                    flat = flatten_row(raw_row)[0]
+                except RowError as exc:
+                    raise self._error(f"sampledHistory (column {column!r}): {exc}", window) from exc
+                if column in flat:
                     row[column] = flat[column]
-        return Page([by_step[s] for s in steps], complete=complete, nbytes=nbytes)
+        return Page(list(by_step.values()), complete=complete, nbytes=nbytes)
 
+    @_answer_errors
     def probe_steps(self, window: Window, samples: int) -> list[int]:
-        lists, _ = self._sampled([self._spec(["_step"], window, samples)])
-        return sorted(r["_step"] for r in lists[0] if isinstance(r.get("_step"), int))
+        lists, _ = self._sampled([self._spec(["_step"], window, samples)], window)
+        rows = self._row_list(lists[0], window, "sampledHistory (_step probe)", samples)
+        return [r["_step"] for r in rows]
 
+    @_answer_errors
     def sampled_history(
         self, samples: int, keys: Sequence[str] | None, stream: str
     ) -> list[dict[str, Any]]:
         if keys:
             spec = json.dumps({"keys": list(keys), "samples": samples})
-            run, _ = self._run("sampled_history", self._vars() | {"specs": [spec]})
-            result = run.get("sampledHistory") or [[]]
-            return list(result[0] or [])
+            result, _ = self._sampled([spec])
+            return list(self._row_list(result[0], None, "sampledHistory", max(samples, 0)))
         name = "full_events" if stream == "system" else "full_history"
+        field = "events" if stream == "system" else "history"
         run, _ = self._run(name, self._vars() | {"samples": samples})
-        texts = run.get("events" if stream == "system" else "history") or []
-        return [parse_row(t) for t in texts]
+        texts = self._field(run, field)
+        if not isinstance(texts, list):
+            raise self._error(f"{field} is {_kind(texts)}, not a list of rows")
+        rows = []
+        for i, text in enumerate(texts):
+            try:
+                rows.append(parse_row(text))
+            except RowError as exc:
+                raise self._error(f"{field} row {i}: {exc}") from exc
+        return rows
+

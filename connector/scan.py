@@ -13,6 +13,17 @@ Three modes:
 
 Memory is bounded by ``concurrency × page_size`` rows, not by the length of the run.
 
+Pages are checked as they are assembled: besides the per-answer checks of the source (see
+`connector.api_source`), every page must start after the last step of the page before it, so no step
+comes back twice in one scan; a row set Arrow cannot hold is an error naming the run and the window.
+Errors are `ProtocolError` for the W&B API (`RowError` for other sources), with the cause attached.
+
+`historyLineCount` is a hint, never a reason to fail: when a complete full scan (full rows, the whole
+run) reads a number of rows that differs from it by more than the staleness allowance,
+``max(LINE_COUNT_SLACK_ROWS, LINE_COUNT_SLACK_SHARE × historyLineCount)`` (10 rows or 1%), a WARNING
+names the run and both numbers. More rows than promised are expected of a running run and not
+reported for one.
+
 >>> from connector.rundata import MemoryRun, RunMeta
 >>> from connector.local_source import LocalSource
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "loss": i / 2} for i in range(5)])
@@ -24,6 +35,7 @@ Memory is bounded by ``concurrency × page_size`` rows, not by the length of the
 from __future__ import annotations
 
 import copy
+import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .api_source import ApiSource
 from .arrow import FLOAT, SchemaPlan
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ConnectorError, ProtocolError, RowError
 from .planner import plan_windows, window_samples
 from .source import HistorySource, Page, Window
 
@@ -42,6 +55,15 @@ if TYPE_CHECKING:
     import polars
 
 DEFAULT_CONCURRENCY = 3
+#: The staleness allowance of `historyLineCount` (see the module docstring).
+LINE_COUNT_SLACK_ROWS = 10
+LINE_COUNT_SLACK_SHARE = 0.01
+#: Errors of turning checked rows into Arrow that mean the rows were unusable, not a bug of ours.
+_CONVERSION_ERRORS = (
+    pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError, MemoryError,
+)  # fmt: skip
+
+log = logging.getLogger("connector.scan")
 _NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -166,9 +188,10 @@ class HistoryScan:
         """
         hk = (self.source.history_keys() or {}) if refresh else self.history_keys
         last = hk.get("lastStep")
-        last = last if isinstance(last, int) else -1
+        last = last if isinstance(last, int) and not isinstance(last, bool) else -1
         stop = last + 1 if self.max_step is None else min(self.max_step, last + 1)
         start = max(self.min_step or 0, 0)
+        self._state["whole_run"] = start == 0 and stop == last + 1
         return plan_windows(
             start,
             stop,
@@ -200,33 +223,87 @@ class HistoryScan:
         )
 
     def pages(self) -> Iterator[Page]:
-        """Fetch the windows, several in flight, and yield their pages in step order."""
+        """Fetch the windows, several in flight, and yield their pages in step order (decoded and
+        checked, see the module docstring)."""
+        inner = self._pages()
+        try:
+            for _, page in inner:
+                yield page
+        finally:
+            inner.close()
+
+    def _error(self, what: str, window: Window | None = None) -> ConnectorError:
+        """The error for unusable rows: `ProtocolError` from the W&B API, `RowError` otherwise."""
+        where = f"run {self.source.ref.path}"
+        if window is not None:
+            where += f", steps [{window.lo}, {window.hi})"
+        kind = ProtocolError if isinstance(self.source, ApiSource) else RowError
+        return kind(f"{where}: {what}")
+
+    def _pages(self) -> Iterator[tuple[Window, Page]]:
         planned_before = "plan" in self._state
         _ = self.plan  # resolve keys and schema before any page is fetched
         windows = self.windows(refresh=planned_before)
         self.stats.pages = self.stats.rows = self.stats.bytes = self.stats.splits = 0
+        previous = [-1 << 63]  # the last step of the pages yielded so far
         if self.concurrency == 1 or len(windows) <= 1:
             for window in windows:
-                yield self._count(self._fetch(window))
-            return
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wandb-history")
-        pending: deque[Future[Page]] = deque()
-        todo = iter(windows)
-        try:
-            for window in todo:
-                pending.append(pool.submit(self._fetch, window))
-                if len(pending) >= self.concurrency:
-                    break
-            while pending:
-                page = pending.popleft().result()
+                yield window, self._checked(window, self._fetch(window), previous)
+        else:
+            pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wandb-history")
+            pending: deque[tuple[Window, Future[Page]]] = deque()
+            todo = iter(windows)
+            try:
                 for window in todo:
-                    pending.append(pool.submit(self._fetch, window))
-                    break
-                yield self._count(page)
-        finally:
-            for future in pending:
-                future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+                    pending.append((window, pool.submit(self._fetch, window)))
+                    if len(pending) >= self.concurrency:
+                        break
+                while pending:
+                    window, future = pending.popleft()
+                    page = future.result()
+                    for later in todo:
+                        pending.append((later, pool.submit(self._fetch, later)))
+                        break
+                    yield window, self._checked(window, page, previous)
+            finally:
+                for _, future in pending:
+                    future.cancel()
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._check_line_count()
+
+    def _checked(self, window: Window, page: Page, previous: list[int]) -> Page:
+        """`page` decoded, counted, and checked to start after the previous page's last step."""
+        try:
+            rows = page.decode()
+        except RowError as exc:
+            raise self._error(str(exc), window) from exc
+        if rows:
+            first, last = rows[0].get("_step"), rows[-1].get("_step")
+            if first.__class__ is not int or last.__class__ is not int:
+                raise self._error(f"a row has _step {first!r:.40} / {last!r:.40}, not an integer", window)
+            if first <= previous[0]:
+                raise self._error(
+                    f"step {first} comes again or out of order (the page before ended at {previous[0]})",
+                    window,
+                )
+            previous[0] = last
+        return self._count(page)
+
+    def _check_line_count(self) -> None:
+        """WARNING when a complete full scan disagrees with `historyLineCount` (see the docstring)."""
+        if self.keys is not None or self.columns is not None or not self._state.get("whole_run"):
+            return
+        lines = self.source.line_count()
+        if lines is None:
+            return
+        rows = self.stats.rows
+        slack = max(LINE_COUNT_SLACK_ROWS, int(LINE_COUNT_SLACK_SHARE * lines))
+        if rows < lines - slack or (rows > lines + slack and not getattr(self.source, "running", False)):
+            log.warning(
+                "run %s: a full scan read %d rows but the run reports historyLineCount %d (more than "
+                "%d apart); the server's history answers may be incomplete or the count stale",
+                self.source.ref.path, rows, lines, slack,
+            )  # fmt: skip
 
     def _count(self, page: Page) -> Page:
         self.stats.pages += 1
@@ -255,9 +332,22 @@ class HistoryScan:
     def to_batches(self) -> Iterator[pa.RecordBatch]:
         """Stream `pa.RecordBatch`es, one per non-empty page, all of `schema`."""
         plan = self.plan
-        for page in self.pages():
-            if len(page):
-                yield plan.to_batch(page.decode())
+        inner = self._pages()
+        try:
+            for window, page in inner:
+                if not len(page):
+                    continue
+                try:
+                    batch = plan.to_batch(page.decode())
+                except ConnectorError:
+                    raise
+                except _CONVERSION_ERRORS as exc:
+                    raise self._error(
+                        f"rows Arrow cannot hold ({type(exc).__name__}: {str(exc)[:200]})", window
+                    ) from exc
+                yield batch
+        finally:
+            inner.close()
 
     def to_arrow_batch_reader(self) -> pa.RecordBatchReader:
         """A `pa.RecordBatchReader` over `to_batches()` (single use)."""

@@ -14,9 +14,21 @@
   redirects are never followed, they would turn the POST into a GET), a 200 whose body is not a
   GraphQL JSON answer (`NotGraphQLError`: an HTML page, say) and an unverifiable TLS certificate.
   These misconfiguration errors are `ConfigurationError`s too.
-* A 200 answer with GraphQL ``errors`` raises `ProtocolError` carrying the server's messages.
-* Each body is read in one call (``raw.read()``): reading in small chunks convoys on the GIL when
-  several pages are in flight.
+* A 200 answer with GraphQL ``errors`` raises `ProtocolError` carrying the server's messages; so
+  does one whose ``data`` is not a JSON object, or that nests deeper than the JSON parser allows.
+* **Bounded attempts.** Every attempt has a wall-clock deadline, enforced by one shared watchdog
+  thread that shuts the attempt's socket down when it passes: connect + read timeout from the start
+  of the attempt and, once the request is sent, the read timeout for the status line, the headers
+  and the *whole* body. (The socket's own read timeout bounds each ``recv`` only: a server sending
+  one byte a second would otherwise hold an attempt open forever.) An attempt cut short is retried
+  like any timeout ("timed out talking to ..."), within the overall `RetryPolicy.deadline`.
+* **Bounded bodies.** An answer may hold at most `Transport.max_body_bytes` bytes (default
+  `DEFAULT_MAX_BODY_BYTES`, 512 MiB) as sent *and* after decompression: a larger ``Content-Length``
+  is refused before reading, a longer chunked body is cut off, and gzip/deflate bodies are inflated
+  here, incrementally, never past the limit (``ProtocolError``: "answer from <url> inflates past N
+  bytes"; not retried). Other content encodings are refused (only gzip is asked for).
+* Each body whose length is declared is read in one call (``raw.read()``): reading in small chunks
+  convoys on the GIL when several pages are in flight; a chunked body is read 1 MiB at a time.
 * The API key never appears in reprs, logs or error messages.
 
 >>> t = Transport("http://127.0.0.1:9", "k" * 40)
@@ -34,14 +46,18 @@ import base64
 import copy
 import email.utils
 import functools
+import heapq
 import http.client
+import itertools
 import logging
+import os
 import random
 import re
 import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -52,6 +68,7 @@ import orjson
 import requests
 import tenacity
 import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -70,6 +87,10 @@ from .errors import (
 )
 
 log = logging.getLogger("connector.transport")
+
+#: The largest answer body accepted, as sent and after decompression (see the module docstring).
+DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024  # reads of a body whose length is not declared
 
 _ENDPOINT_STATUSES = {405, 501}  # the URL is there but is not a GraphQL endpoint
 _OPERATION = re.compile(r"\b(?:query|mutation|subscription)\s+([A-Za-z_]\w*)")
@@ -227,8 +248,174 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
+class _Alarm:
+    """The wall-clock deadline of one HTTP attempt and the socket to shut down when it passes."""
+
+    __slots__ = ("deadline", "read", "sock", "fired", "done", "lock")
+
+    def __init__(self, deadline: float, read: float) -> None:
+        self.deadline = deadline
+        self.read = read  # the budget from the moment the request is sent
+        self.sock: Any = None
+        self.fired = False
+        self.done = False
+        self.lock = threading.Lock()
+
+    def attach(self, sock: Any, *, sent: bool = False) -> None:
+        """The attempt's socket is known (and, with `sent`, the request is on the wire)."""
+        if sock is None:
+            return
+        with self.lock:
+            if self.done:
+                return
+            self.sock = sock
+            fired = self.fired
+            if sent and not fired:
+                deadline = time.monotonic() + self.read
+                if deadline < self.deadline:
+                    self.deadline = deadline
+                    _WATCHDOG.arm(self)
+        if fired:
+            _shutdown(sock)
+
+    def fire(self) -> None:
+        with self.lock:
+            if self.done or self.fired or time.monotonic() < self.deadline:
+                return
+            self.fired = True
+            sock = self.sock
+        if sock is not None:
+            _shutdown(sock)
+
+    def disarm(self) -> bool:
+        """End the attempt; True if the deadline had passed (its socket was shut down)."""
+        with self.lock:
+            self.done = True
+            self.sock = None
+            return self.fired
+
+
+def _shutdown(sock: Any) -> None:
+    """Wake a thread blocked reading `sock` (at the descriptor: this also ends a TLS read)."""
+    raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)  # SSLTransport
+    if not isinstance(raw, socket.socket):
+        return
+    try:
+        socket.socket.shutdown(raw, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
+class _Watchdog:
+    """One daemon thread firing the alarms of attempts past their deadline (started on first use)."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state (also in a forked child, where the lock may be held by a thread now gone)."""
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Alarm]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, alarm: _Alarm) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (alarm.deadline, next(self._order), alarm))
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="wandb-history-watchdog", daemon=True
+                )
+                self._thread.start()
+            if self._heap[0][2] is alarm:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            due: list[_Alarm] = []
+            with self._cond:
+                while not due:
+                    now = time.monotonic()
+                    heap = self._heap
+                    while heap and (heap[0][2].done or heap[0][0] <= now):
+                        alarm = heapq.heappop(heap)[2]
+                        if not alarm.done:
+                            due.append(alarm)
+                    if not due:
+                        self._cond.wait(heap[0][0] - now if heap else None)
+            for alarm in due:
+                alarm.fire()
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG._reset)
+_CURRENT = threading.local()  # .alarm: the alarm of the attempt this thread is making
+
+
+class _WatchedConnection:
+    """Hands the socket to the current attempt's alarm when the request has been sent."""
+
+    sock: socket.socket | None
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        alarm = getattr(_CURRENT, "alarm", None)
+        if alarm is not None:
+            alarm.attach(self.sock, sent=True)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_WatchedConnection, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_WatchedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]
+
+
+class _Adapter(HTTPAdapter):
+    """`HTTPAdapter` whose connections report their sockets to the attempt watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def _inflate(data: bytes, wbits: int, limit: int) -> bytes | None:
+    """`data` decompressed (every gzip member), or None past `limit` bytes; `zlib.error` if corrupt,
+    `EOFError` if cut short. Never holds more than `limit` + 1 inflated bytes."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        part = inflater.decompress(data, limit + 1 - total)
+        total += len(part)
+        if total > limit:
+            return None
+        parts.append(part)
+        if not inflater.eof:
+            raise EOFError("compressed answer cut short")
+        data = inflater.unused_data
+        if not data.strip(b"\0"):  # no further member (trailing NUL padding is tolerated)
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+
 class Transport:
-    """A GraphQL client for one W&B server and API key. Thread-safe; pooled keep-alive connections."""
+    """A GraphQL client for one W&B server and API key. Thread-safe; pooled keep-alive connections.
+
+    `timeout` is ``(connect, read)`` seconds (one number sets both); the read timeout also bounds the
+    wall-clock time from sending a request to the last byte of its answer. `max_body_bytes` bounds
+    each answer, as sent and inflated (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -238,8 +425,10 @@ class Transport:
         timeout: float | tuple[float, float] = (10.0, 60.0),
         retry: RetryPolicy | None = None,
         pool_size: int = 16,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.base_url = check_base_url(base_url, api_key)
+        self.max_body_bytes = max_body_bytes
         self.endpoint = f"{self.base_url}/graphql"
         self._shown = _without_password(self.base_url)
         self.timeout = timeout
@@ -269,7 +458,7 @@ class Transport:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
+            adapter = _Adapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update(
@@ -371,12 +560,19 @@ class Transport:
     def _attempt_once(
         self, body: bytes, label: str, timeout: tuple[float, float]
     ) -> tuple[dict[str, Any], bytes]:
+        connect, read = timeout
+        limit = max(connect + read, 0.001)
+        alarm = _Alarm(time.monotonic() + limit, read)
+        _WATCHDOG.arm(alarm)
+        _CURRENT.alarm = alarm
         try:
             response = self._session().post(
                 self.endpoint, data=body, timeout=timeout, stream=True, allow_redirects=False
             )
             try:
-                content = response.raw.read(decode_content=True)
+                if alarm.sock is None:  # a connection class the hook does not cover (a proxy)
+                    alarm.attach(getattr(getattr(response.raw, "connection", None), "sock", None))
+                raw = self._read_body(response, label)
             finally:
                 response.close()
         except (
@@ -386,8 +582,16 @@ class Transport:
         ) as exc:
             raise ConfigurationError(f"WANDB_BASE_URL {self._shown} cannot be used: {exc}") from exc
         except _NETWORK_ERRORS as exc:
+            if alarm.disarm():
+                self._raise_too_slow(read, label, exc)
             self._raise_network_error(exc, label)
+        finally:
+            _CURRENT.alarm = None
+            fired = alarm.disarm()
+        if fired:
+            self._raise_too_slow(read, label, None)
         status = response.status_code
+        content = self._decode_body(raw, response.headers.get("Content-Encoding"), label)
         with self._stats_lock:
             self.stats["requests"] += 1
             self.stats["bytes"] += len(content)
@@ -396,13 +600,17 @@ class Transport:
         if status != 200:
             self._raise_for_status(status, content, response.headers.get("Retry-After"), label)
         declared = response.headers.get("Content-Length", "")
-        encoded = response.headers.get("Content-Encoding")
-        if declared.isdigit() and int(declared) != len(content) and not encoded:
+        if declared.isdigit() and int(declared) != len(raw):
             reason = f"truncated answer from {self._shown}"
             raise _Retryable(TransportError(reason), reason)
         try:
             doc = orjson.loads(content)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if "depth limit" in str(exc):
+                raise ProtocolError(
+                    f"the answer from {self._shown} nests deeper than the JSON parser allows ({label})",
+                    status=status,
+                ) from exc
             kind = response.headers.get("Content-Type") or "no Content-Type"
             raise NotGraphQLError(
                 f"the server at {self._shown} did not answer JSON (HTTP 200, {kind}, "
@@ -417,7 +625,68 @@ class Transport:
             )
         if doc.get("errors"):
             raise ProtocolError(f"server error: {_server_message(content)} ({label})", status=200)
-        return doc["data"], content
+        data = doc["data"]
+        if not isinstance(data, dict):
+            kind = "null" if data is None else type(data).__name__
+            raise ProtocolError(
+                f"the answer from {self._shown} has data: {kind}, not a JSON object ({label})", status=200
+            )
+        return data, content
+
+    def _raise_too_slow(self, read: float, label: str, exc: BaseException | None) -> NoReturn:
+        reason = f"timed out talking to {self._shown} (no complete answer within {_seconds(read)})"
+        raise _Retryable(TransportError(reason), reason) from exc
+
+    def _read_body(self, response: requests.Response, label: str) -> bytes:
+        """The body as sent (not decompressed), at most `max_body_bytes` long."""
+        limit = self.max_body_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit():
+            if int(declared) > limit:
+                raise ProtocolError(
+                    f"answer from {self._shown} is {int(declared)} bytes, past the limit of {limit} "
+                    f"bytes ({label})"
+                )
+            return response.raw.read(decode_content=False)
+        parts: list[bytes] = []
+        total = 0
+        while part := response.raw.read(_READ_CHUNK, decode_content=False):
+            total += len(part)
+            if total > limit:
+                raise ProtocolError(f"answer from {self._shown} runs past {limit} bytes ({label})")
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _decode_body(self, raw: bytes, encoding: str | None, label: str) -> bytes:
+        """`raw` with its content encodings undone, never inflating past `max_body_bytes`."""
+        codings = [c.strip().lower() for c in (encoding or "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        content = raw
+        for coding in reversed(codings):
+            if coding in ("gzip", "x-gzip"):
+                attempts = (16 + zlib.MAX_WBITS,)
+            elif coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
+                attempts = (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+            else:
+                raise ProtocolError(
+                    f"answer from {self._shown} has Content-Encoding {coding!r}; only gzip was asked for "
+                    f"({label})"
+                )
+            for i, wbits in enumerate(attempts):
+                try:
+                    inflated = _inflate(content, wbits, self.max_body_bytes)
+                    break
+                except (zlib.error, EOFError) as exc:
+                    if i + 1 < len(attempts):
+                        continue
+                    reason = f"truncated answer from {self._shown} ({coding} body: {exc})"
+                    raise _Retryable(TransportError(reason), reason) from exc
+            if inflated is None:
+                raise ProtocolError(
+                    f"answer from {self._shown} inflates past {self.max_body_bytes} bytes ({label})"
+                )
+            content = inflated
+        return content
 
     def _raise_network_error(self, exc: BaseException, label: str) -> NoReturn:
         """Classify a failed exchange: retried, except an unverifiable TLS certificate."""

@@ -12,6 +12,16 @@ the nested value is reported as a collision, so the caller can keep it (see `con
 ({'_step': 1, 'train.loss': 0.5, 'train.h': {'_type': 'histogram', 'bins': [0, 1]}}, {})
 >>> value_type(float("nan")), value_type(True), value_type({"_type": "image-file"}), value_type([1])
 ('number', 'bool', 'image-file', 'list')
+
+Limits (no real run comes near them; they keep a hostile or broken server from exhausting the stack
+or the memory): a row nests at most `MAX_DEPTH` (500) containers deep, the row object itself
+counting as one, and holds at most `MAX_KEYS_PER_ROW` (100,000) keys, nested keys included.
+`parse_row` and `check_row` enforce both, `flatten_row` the ones it can see while it walks (dict
+nesting, leaves); a row past them raises `RowError` instead of a `RecursionError` deep inside
+Arrow or JSON code, or a multi-gigabyte allocation. Why 500: the code that handles a row recurses
+once per level (the Arrow conversion per nested dict, the JSON encoder per container), within
+Python's limit of 1000 frames; orjson itself stops at 1024. And a row shorter than 1000 characters
+cannot nest 500 deep, so the usual row is parsed without any extra pass over its text.
 """
 
 from __future__ import annotations
@@ -23,19 +33,95 @@ from typing import Any
 
 import orjson
 
+from .errors import RowError
+
 SPECIAL_KEYS = ("_step", "_runtime", "_timestamp")
+
+#: The deepest nesting of containers (dicts and lists) a row may have, the row itself counting as 1.
+MAX_DEPTH = 500
+#: The most keys a row may hold, the keys of nested dicts included.
+MAX_KEYS_PER_ROW = 100_000
+#: The Python types of JSON scalars (what `check_row` never needs to walk).
+SCALAR_TYPES = frozenset({type(None), bool, int, float, str})
+
+
+def _preview(text: Any, limit: int = 80) -> str:
+    shown = repr(text[:limit]) if isinstance(text, str | bytes) else repr(text)[:limit]
+    return shown + ("..." if isinstance(text, str | bytes) and len(text) > limit else "")
 
 
 def parse_row(text: str | bytes) -> dict[str, Any]:
     """Parse one row's JSON text; bare NaN/Infinity/-Infinity (as W&B writes them) become floats.
 
+    Raises `RowError` when the text is not JSON, not a JSON object, or past the limits
+    (`MAX_DEPTH`, `MAX_KEYS_PER_ROW`).
+
     >>> parse_row('{"_step": 1, "loss": NaN, "acc": -Infinity}')
     {'_step': 1, 'loss': nan, 'acc': -inf}
+    >>> parse_row("[1, 2]")
+    Traceback (most recent call last):
+    ...
+    connector.errors.RowError: a row is not a JSON object: '[1, 2]'
     """
+    if not isinstance(text, str | bytes):
+        raise RowError(f"a row is not JSON text but {type(text).__name__} {_preview(text)}")
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+        row = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise RowError(f"a row nests deeper than {MAX_DEPTH} levels") from exc
+        try:
+            row = json.loads(text)  # bare NaN/Infinity tokens: the standard parser accepts them
+        except RecursionError as deep:
+            raise RowError(f"a row nests deeper than {MAX_DEPTH} levels") from deep
+        except ValueError as bad:
+            raise RowError(f"a row is not JSON ({bad}): {_preview(text)}") from bad
+    if row.__class__ is not dict:
+        raise RowError(f"a row is not a JSON object: {_preview(text)}")
+    # Cheap bounds first: a row cannot nest deeper than its text has opening brackets (nor than
+    # half its length), nor hold more keys than it has colons (nor than a quarter of its length).
+    # Only a row past one of them is walked.
+    n = len(text)
+    if n > 2 * MAX_DEPTH:
+        colon, brace, bracket = (":", "{", "[") if isinstance(text, str) else (b":", b"{", b"[")
+        if text.count(brace) + text.count(bracket) > MAX_DEPTH or (  # type: ignore[arg-type]
+            n > 4 * MAX_KEYS_PER_ROW and text.count(colon) > MAX_KEYS_PER_ROW  # type: ignore[arg-type]
+        ):
+            check_row(row)
+    return row
+
+
+def check_row(row: Mapping[str, Any]) -> None:
+    """Raise `RowError` when a parsed row nests deeper than `MAX_DEPTH` or holds more than
+    `MAX_KEYS_PER_ROW` keys (iterative: never recurses, whatever the row).
+
+    >>> check_row({"_step": 1, "h": {"values": [1, 2], "bins": [0, 1, 2]}})
+    >>> deep: dict = {}
+    >>> node = deep
+    >>> for _ in range(600):
+    ...     node["a"] = node = {}
+    >>> check_row(deep)
+    Traceback (most recent call last):
+    ...
+    connector.errors.RowError: a row nests deeper than 500 levels
+    """
+    if row.__class__ is dict and len(row) <= MAX_KEYS_PER_ROW and SCALAR_TYPES.issuperset(map(type, row.values())):
+        return  # a flat row (the usual projection): nothing to walk
+    keys = 0
+    stack: list[tuple[Any, int]] = [(row, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RowError(f"a row nests deeper than {MAX_DEPTH} levels")
+        if value.__class__ is dict or isinstance(value, Mapping):
+            keys += len(value)
+            if keys > MAX_KEYS_PER_ROW:
+                raise RowError(f"a row holds more than {MAX_KEYS_PER_ROW} keys")
+            children: Iterable[Any] = value.values()
+        else:
+            children = value
+        if not SCALAR_TYPES.issuperset(map(type, children)):  # in C: lists of numbers cost little
+            stack += [(c, depth + 1) for c in children if isinstance(c, dict | list | Mapping)]
 
 
 def value_type(value: Any) -> str:
@@ -65,7 +151,8 @@ def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     """Flatten nested plain dicts to dotted names.
 
     Returns ``(flat, collisions)``: `collisions` maps a flattened name to a nested value that lost
-    to a literal key of the same name (empty in almost every row).
+    to a literal key of the same name (empty in almost every row). Raises `RowError` when the dicts
+    nest deeper than `MAX_DEPTH` or the row has more than `MAX_KEYS_PER_ROW` leaves.
     """
     flat: dict[str, Any] = {}
     nested: list[tuple[str, Any]] = []
@@ -77,19 +164,28 @@ def flatten_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     collisions: dict[str, Any] = {}
     if nested:
         flatten_into(flat, nested, collisions)
+    if len(flat) > MAX_KEYS_PER_ROW:
+        raise RowError(f"a row holds more than {MAX_KEYS_PER_ROW} keys")
     return flat, collisions
 
 
 def flatten_into(
     flat: dict[str, Any], nested: list[tuple[str, Any]], collisions: dict[str, Any]
 ) -> None:
-    """Add the leaves of `(prefix, dict)` pairs to `flat`; a name already there is a collision."""
-    while nested:
-        prefix, value = nested.pop()
+    """Add the leaves of `(prefix, dict)` pairs to `flat`; a name already there is a collision.
+
+    The pairs are one level below the row; `RowError` past `MAX_DEPTH` levels of dicts.
+    """
+    stack = [(prefix, value, 2) for prefix, value in nested]
+    nested.clear()
+    while stack:
+        prefix, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RowError(f"a row nests deeper than {MAX_DEPTH} levels")
         for key, inner in value.items():
             name = f"{prefix}.{key}"
             if not is_leaf(inner):
-                nested.append((name, inner))
+                stack.append((name, inner, depth + 1))
             elif name in flat:
                 collisions[name] = inner
             else:
