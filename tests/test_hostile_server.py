@@ -560,6 +560,22 @@ def test_full_scan_short_of_the_line_count_warns(hostile: dict[str, Any], caplog
     assert "historyLineCount" not in caplog.text
 
 
+
+def test_export_short_of_the_line_count_is_reported(hostile: dict[str, Any], tmp_path: Path) -> None:
+    """Stumble: a server answering empty history pages made export exit 0 with 0 rows, silently."""
+    from connector import Api
+    from connector.export import export
+    from connector.transport import RetryPolicy
+
+    fast = RetryPolicy(max_attempts=2, deadline=5, initial_wait=0.01, max_wait=0.01)
+    empty = Api(api_key=hostile["api_key"], base_url=f"{hostile['url']}/history-empty", retry=fast)
+    summary = export(hostile["path"], str(tmp_path / "e.duckdb"), api=empty)
+    assert summary.rows == 0
+    assert summary.warnings == {hostile["path"]: "exported 0 rows but the server reports historyLineCount 3000"}
+    ok = Api(api_key=hostile["api_key"], base_url=f"{hostile['url']}/ok", retry=fast)
+    good = export(hostile["path"], str(tmp_path / "ok.duckdb"), api=ok)
+    assert good.rows == 3000 and good.warnings == {}
+
 if __name__ == "__main__":  # a child: python tests/test_hostile_server.py MODE URL KEY PATH TRUTH TMP
     sys.path.insert(0, str(ROOT))
     result = _child(*sys.argv[1:7])

@@ -241,5 +241,7 @@ def _print_summary(summary: Any) -> None:
         print(f"  deleted upstream, data kept: {path}", file=err)
     for path, reason in getattr(summary, "skipped", {}).items():
         print(f"  skipped {path}: {_first_line(reason)}", file=err)
+    for path, text in getattr(summary, "warnings", {}).items():
+        print(f"  warning {path}: {text}", file=err)
     for path, error in summary.failed.items():
         print(f"  FAILED {path}: {_first_line(error)}", file=err)

@@ -118,6 +118,7 @@ class ExportSummary:
     deleted_upstream: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
     replaces: list[str] = field(default_factory=list)
     plan: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -549,9 +550,29 @@ class Exporter:
             if not wrote_last:  # no rows at the end of the range: the state still moves on
                 watermark = step_range.watermark
                 self.sink.commit_state([state(step_range.min_step, watermark)])
+        self._check_line_count(plan, total)
         with self._lock:
             self.summary.runs_exported += 1
         return total, watermark
+
+    def _check_line_count(self, plan: RunPlan, rows: int) -> None:
+        """A whole-run export whose row count disagrees with ``historyLineCount`` beyond its
+        staleness allowance (`connector.scan.LINE_COUNT_SLACK_ROWS` / `_SHARE`) is reported: the
+        count is a hint, never a proof, so this warns (summary ``warnings``) and does not fail."""
+        from ..scan import LINE_COUNT_SLACK_ROWS, LINE_COUNT_SLACK_SHARE
+
+        o, lines = self.options, plan.line_count
+        whole = plan.action in ("new", "rewound") and o.min_step == 0 and o.max_step is None
+        if not whole or lines is None:
+            return
+        slack = max(LINE_COUNT_SLACK_ROWS, int(LINE_COUNT_SLACK_SHARE * lines))
+        if rows > lines and plan.run.state == "running":
+            return  # the run kept logging after it was listed
+        if abs(rows - lines) > slack:
+            text = f"exported {rows} rows but the server reports historyLineCount {lines}"
+            log.warning("%s: %s", plan.path, text)
+            with self._lock:
+                self.summary.warnings[plan.path] = text
 
     def _export_events(self, run: Run) -> None:
         assert self.sink is not None
