@@ -369,3 +369,21 @@ def test_parquet_dataset_reads_as_one_table_in_duckdb_and_polars(make_emulator, 
         got = {(r["run_id"], r["_step"]): {k: r[k] for k in ("loss", "acc", "ok", "note")} for r in rows}
         assert got == want
         assert {r["entity"] for r in rows} == {"e"}
+
+
+def test_postgres_literal_key_equal_to_a_mapped_name_gets_its_own_column(make_emulator, tmp_path):
+    """Stumble: a literal 63-byte key equal to the hashed column name of an 80-byte key shared it."""
+    from connector.export.tables import column_for_key
+
+    long_key = "x" * 80
+    literal = column_for_key(long_key, 63)  # what the 80-byte key's column is called
+    rows = [{"_step": i, long_key: float(i), literal: 100.0 + i} for i in range(3)]
+    emu = make_emulator([MemoryRun(RunMeta("e", "p", "r", state="finished"), rows=rows)])
+    dest = make_dest("postgres", tmp_path, "hash")
+    summary = export("e/p", dest, api=_api(emu))
+    assert summary.ok, summary.failed
+    table = read_history("postgres", dest)
+    other = column_for_key(literal, 63)
+    assert other != literal and len(other.encode()) <= 63
+    assert table.column(literal).to_pylist() == [0.0, 1.0, 2.0]
+    assert table.column(other).to_pylist() == [100.0, 101.0, 102.0]
