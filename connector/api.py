@@ -11,6 +11,9 @@ Api(base_url='http://127.0.0.1:9')
 from __future__ import annotations
 
 import json
+import logging
+import os
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,8 @@ from .scan import DEFAULT_CONCURRENCY, HistoryScan
 from .source import HistorySource
 from .transport import RetryPolicy, Transport
 from .values import check_row
+
+log = logging.getLogger("connector.api")
 
 if TYPE_CHECKING:
     from .rundata import RunData
@@ -62,14 +67,63 @@ def _json_field(value: Any, where: str | None = None, name: str = "") -> dict[st
     return parsed
 
 
+_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
+
+
 def _unwrap_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    config, rawconfig = {}, {}
+    """``(config, rawconfig)`` as the SDK: ``{"value": v, "desc": ...}`` entries unwrapped; `config`
+    without the internal keys (``_wandb``, ``wandb_version``), `rawconfig` with them (and all the rest).
+
+    >>> _unwrap_config({"lr": {"value": 0.1, "desc": None}, "_wandb": {"value": {"t": 1}}})
+    ({'lr': 0.1}, {'_wandb': {'t': 1}, 'lr': 0.1})
+    """
+    config, internal = {}, {}
     for key, value in raw.items():
-        if key in ("_wandb", "wandb_version"):
-            rawconfig[key] = value
-            continue
-        config[key] = value["value"] if isinstance(value, dict) and "value" in value else value
-    return config, rawconfig
+        target = internal if key in _INTERNAL_CONFIG_KEYS else config
+        target[key] = value["value"] if isinstance(value, dict) and "value" in value else value
+    return config, {**internal, **config}
+
+
+def _snake_to_camel(name: str) -> str:
+    camel = "".join(part.title() for part in name.split("_"))
+    return camel[:1].lower() + camel[1:]
+
+
+def app_url(base_url: str) -> str:
+    """The W&B UI address for an API address, as the SDK derives it (`WANDB_APP_URL` first).
+
+    >>> app_url("https://api.wandb.ai"), app_url("http://127.0.0.1:8080/")
+    ('https://forge.coreweave.com/wandb', 'http://127.0.0.1:8080')
+    """
+    override = os.environ.get("WANDB_APP_URL")
+    if override:
+        return override.strip("/")
+    host = urllib.parse.urlsplit(base_url).hostname
+    for forge, api in (("forge.coreweave.com", "api.wandb.ai"), ("qa.forge.coreweave.com", "api.qa.wandb.ai")):
+        if host in (forge, f"api.{forge}", api):
+            return f"https://{forge}/wandb"
+    if "://api.wandb.test" in base_url:
+        return base_url.replace("://api.", "://app.").strip("/")
+    if "://api.wandb." in base_url:
+        return base_url.replace("://api.", "://").strip("/")
+    if "://api." in base_url:
+        return base_url.replace("://api.", "://app.").strip("/")
+    return base_url.rstrip("/")
+
+
+class User(dict):  # type: ignore[type-arg]
+    """A user (`Api.viewer`, `Run.user`): a dict of the server's fields, readable as attributes
+    like the SDK's ``User`` (``viewer.entity``, ``run.user.username``). Calling it returns itself,
+    so the older ``api.viewer()["entity"]`` keeps working."""
+
+    def __getattr__(self, name: str) -> Any:
+        for key in (name, _snake_to_camel(name)):
+            if key in self:
+                return self[key]
+        raise AttributeError(f"user has no attribute {name!r}")
+
+    def __call__(self) -> User:
+        return self
 
 
 class Api:
@@ -77,21 +131,35 @@ class Api:
 
     Settings resolve as in the SDK: arguments, then `WANDB_API_KEY`, `WANDB_BASE_URL`,
     `WANDB_ENTITY`, `WANDB_PROJECT`, then the wandb settings file and `~/.netrc`.
-    `overrides={"base_url": ..., "entity": ..., "project": ...}` is accepted as in the SDK.
+    The positional arguments are the SDK's, ``Api(overrides=None, timeout=None, api_key=None)`` with
+    ``overrides={"base_url": ..., "entity": ..., "project": ...}``; `base_url`, `entity`, `project`
+    are also keywords. (The older ``Api(api_key, base_url)`` form, two strings, still works.)
     """
 
     def __init__(
         self,
+        overrides: Mapping[str, Any] | str | None = None,
+        timeout: float | str | None = None,
         api_key: str | None = None,
-        base_url: str | None = None,
         *,
+        base_url: str | None = None,
         entity: str | None = None,
         project: str | None = None,
-        overrides: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
         retry: RetryPolicy | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        if isinstance(overrides, str):  # the older Api(api_key, base_url) form
+            if api_key is not None:
+                raise ConfigurationError("Api() got the API key twice (first argument and api_key=)")
+            api_key, overrides = overrides, None
+            if isinstance(timeout, str):
+                if base_url is not None:
+                    raise ConfigurationError("Api() got base_url twice (second argument and base_url=)")
+                base_url, timeout = timeout, None
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ConfigurationError(f"overrides must be a dict, got {type(overrides).__name__}")
+        if isinstance(timeout, str) or isinstance(timeout, bool):
+            raise ConfigurationError(f"timeout must be a number of seconds, got {timeout!r}")
         overrides = dict(overrides or {})
         self.settings = Settings.resolve(
             api_key=api_key,
@@ -126,15 +194,22 @@ class Api:
             self._default_entity = entity
         return self._default_entity
 
-    def viewer(self) -> dict[str, Any]:
-        """The user the API key belongs to (also checks the key)."""
+    @property
+    def api_key(self) -> str | None:
+        """The API key in use (the SDK's attribute)."""
+        return self.settings.api_key
+
+    @property
+    def viewer(self) -> User:
+        """The user the API key belongs to (also checks the key): a property, as in the SDK; a `User`
+        dict with attribute access (``api.viewer.entity``). ``api.viewer()`` still works."""
         data = self.transport.execute(document("viewer"), None, OPERATION_NAMES["viewer"])
         viewer = data.get("viewer")
         if viewer is None:
             raise NotFoundError("the server knows no user for this API key")
         if not isinstance(viewer, dict):
             raise ProtocolError(f"the server answered viewer {viewer!r:.100}, not a JSON object")
-        return viewer
+        return User(viewer)
 
     def _ref(self, path: str) -> RunRef:
         return RunRef.parse(
@@ -176,15 +251,28 @@ class Api:
         filters: Mapping[str, Any] | None = None,
         order: str = "+created_at",
         per_page: int = 50,
+        include_sweeps: bool = False,
+        lazy: bool = True,
     ) -> Runs:
-        """The runs of a project, paged lazily; `filters` are MongoDB-style, passed through."""
+        """The runs of a project, paged lazily; `filters` are MongoDB-style, passed through.
+
+        `path` is ``"entity/project"``, or ``"project"`` with the default entity (`WANDB_ENTITY` or
+        the API key's user). `include_sweeps` and `lazy` are accepted for compatibility with the SDK
+        (runs always come with their full metadata; sweeps are not fetched).
+        """
+        del include_sweeps, lazy
         if path is None:
             if not (self.settings.entity or self.default_entity) or not self.settings.project:
                 raise ConfigurationError("runs() needs 'entity/project' (or WANDB_ENTITY and WANDB_PROJECT)")
             path = f"{self.settings.entity or self.default_entity}/{self.settings.project}"
-        entity, project = parse_project_path(
-            path, default_entity=self.settings.entity or None
-        )
+        if not isinstance(per_page, int) or isinstance(per_page, bool) or per_page < 1:
+            raise ConfigurationError(f"per_page must be a positive integer, got {per_page!r}")
+        try:
+            entity, project = parse_project_path(path, default_entity=self.settings.entity or None)
+        except ConfigurationError:
+            if self.settings.entity or not isinstance(path, str) or "/" in path.strip().strip("/"):
+                raise
+            entity, project = parse_project_path(path, default_entity=self.default_entity)
         return Runs(self, entity, project, dict(filters or {}), order, per_page)
 
 
@@ -264,6 +352,11 @@ class Run:
         return self._attrs.get("displayName")
 
     @property
+    def display_name(self) -> str | None:
+        """The display name (the SDK reads it through its attribute fallback)."""
+        return self._attrs.get("displayName")
+
+    @property
     def storage_id(self) -> str | None:
         return self._attrs.get("id")
 
@@ -290,6 +383,100 @@ class Run:
     @property
     def history_line_count(self) -> int | None:
         return self._attrs.get("historyLineCount")
+
+    @property
+    def historyLineCount(self) -> int | None:  # noqa: N802 - the SDK's name
+        return self._attrs.get("historyLineCount")
+
+    @property
+    def notes(self) -> str | None:
+        return self._attrs.get("notes")
+
+    @property
+    def group(self) -> str | None:
+        return self._attrs.get("group")
+
+    @property
+    def job_type(self) -> str | None:
+        return self._attrs.get("jobType")
+
+    @property
+    def sweep_name(self) -> str | None:
+        return self._attrs.get("sweepName")
+
+    @property
+    def read_only(self) -> bool | None:
+        return self._attrs.get("readOnly")
+
+    @property
+    def user(self) -> User | None:
+        """The user who created the run (``run.user.username``), None when the server names none."""
+        user = self._attrs.get("user")
+        return User(user) if isinstance(user, dict) else None
+
+    @property
+    def username(self) -> str:
+        """The entity, as the SDK's deprecated `Run.username` (it is not the user's name: see `user`)."""
+        return self.entity
+
+    @property
+    def url(self) -> str:
+        """The run's page in the W&B UI, ``<app url>/entity/project/runs/id`` (as the SDK builds it)."""
+        if self._api is not None:
+            base = self._api.settings.base_url
+        else:
+            base = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+        parts = [urllib.parse.quote(str(p), safe="") for p in (self.entity, self.project, "runs", self.id)]
+        return app_url(base) + "/" + "/".join(parts)
+
+    @property
+    def summary_metrics(self) -> dict[str, Any]:
+        """The run's summary as a plain dict (the same object as `summary`)."""
+        return self.summary
+
+    @property
+    def json_config(self) -> str:
+        """The config as the SDK's JSON string: ``{key: {"value": v, "desc": null}}``, with ``_wandb``."""
+        config: dict[str, Any] = {}
+        if "_wandb" in self.rawconfig:
+            config["_wandb"] = {"value": self.rawconfig["_wandb"], "desc": None}
+        for key, value in self.config.items():
+            config[key] = {"value": value, "desc": None}
+        return json.dumps(config)
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """``wandb-metadata.json`` in the SDK; the connector reads no run files, so always None (the
+        SDK's answer when the file cannot be read)."""
+        return None
+
+    def load(self, force: bool = False) -> dict[str, Any]:
+        """The run's attributes (fetched again from the server with `force`), as the SDK's `load`:
+        ``config`` unwrapped, ``rawconfig``, ``summaryMetrics`` and ``systemMetrics`` as dicts."""
+        if force and self._api is not None:
+            fresh = self._api.run(self.ref)
+            self._attrs = fresh._attrs
+            self.config, self.rawconfig = fresh.config, fresh.rawconfig
+            self.summary, self.system_metrics = fresh.summary, fresh.system_metrics
+            self._source = None
+        return {
+            **self._attrs,
+            "config": self.config,
+            "rawconfig": self.rawconfig,
+            "summaryMetrics": self.summary,
+            "systemMetrics": self.system_metrics,
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        """Other attributes of the server's answer, by snake_case or GraphQL name (the SDK's fallback,
+        e.g. ``run.commit``, ``run.description``, ``run.projectId``)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attrs = self.__dict__.get("_attrs") or {}
+        for key in (_snake_to_camel(name), name):
+            if key in attrs and key != "user":
+                return attrs[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def history_keys(self) -> dict[str, Any]:
@@ -353,7 +540,7 @@ class Run:
             raise ConfigurationError(f"keys must be a list of strings, got {keys!r}")
         return HistoryScan(
             self.source,
-            keys=tuple(keys) if keys is not None else None,
+            keys=tuple(keys) if keys else None,  # [] means every key, as in the SDK
             min_step=min_step,
             max_step=max_step,
             page_size=page_size,
@@ -414,6 +601,8 @@ class Run:
             try:
                 import pandas as pd
             except ImportError:
+                log.warning("history(): pandas is not installed, returning a list of dicts "
+                            "(pass pandas=False, or format='arrow')")
                 return rows
             return pd.DataFrame.from_records(rows)
         return rows
@@ -459,7 +648,12 @@ def _rows_as(rows: list[dict[str, Any]], format: str) -> Any:
 
 
 class Runs:
-    """The runs of one project, fetched page by page (`len()` is the server's run count)."""
+    """The runs of one project, fetched page by page (`len()` is the server's run count).
+
+    Iterating lists the runs afresh each time. Indexing (``runs[0]``, ``runs[-1]``, ``runs[1:3]``)
+    reads pages only as far as needed and keeps the runs it read for later indexing, like the SDK;
+    a negative index or an open slice reads the whole listing.
+    """
 
     def __init__(
         self,
@@ -477,6 +671,9 @@ class Runs:
         self.order = order
         self.per_page = per_page
         self._count: int | None = None
+        self._loaded: list[Run] = []
+        self._loader: Iterator[Run] | None = None
+        self._exhausted = False
 
     def __repr__(self) -> str:
         return f"<Runs {self.entity}/{self.project}>"
@@ -569,3 +766,35 @@ class Runs:
         if self._count is None:
             self._page(None)
         return int(self._count or 0)
+
+    def _load_until(self, size: int | None) -> None:
+        """Read runs into the index cache until it holds `size` of them (None: all)."""
+        if self._loader is None:
+            self._loader = iter(self)
+        while not self._exhausted and (size is None or len(self._loaded) < size):
+            try:
+                self._loaded.append(next(self._loader))
+            except StopIteration:
+                self._exhausted = True
+
+    def __getitem__(self, index: int | slice) -> Any:
+        """``runs[i]`` is a `Run`, ``runs[i:j]`` a list of runs; IndexError past the end."""
+        if isinstance(index, slice):
+            bounds = (index.start, index.stop)
+            negative = any(b is not None and b < 0 for b in bounds) or (index.step or 1) < 0
+            if negative or index.stop is None:
+                self._load_until(None)
+            else:
+                self._load_until(index.stop)
+            return self._loaded[index]
+        if not hasattr(index, "__index__") or isinstance(index, bool):
+            raise TypeError(f"Runs indices must be integers or slices, not {type(index).__name__}")
+        position = index.__index__()
+        self._load_until(None if position < 0 else position + 1)
+        try:
+            return self._loaded[position]
+        except IndexError:
+            raise IndexError(
+                f"run index {position} out of range: project {self.entity}/{self.project} "
+                f"lists {len(self._loaded)} runs"
+            ) from None

@@ -53,7 +53,19 @@ class DestinationBusyError(ConnectorError):
     exit_code = EXIT_BUSY
 
 
-class TransportError(ConnectorError):
+class CommError(ConnectorError):
+    """Shaped like the SDK's ``wandb.errors.CommError`` (``message``, ``exc``), so code that catches
+    ``CommError`` ports by changing the import: every `TransportError` is one."""
+
+    exit_code = EXIT_UNREACHABLE
+
+    def __init__(self, msg: str, exc: BaseException | None = None) -> None:
+        super().__init__(msg)
+        self.message = msg
+        self.exc = exc
+
+
+class TransportError(CommError):
     """The W&B API could not be reached or answered with an error."""
 
     exit_code = EXIT_UNREACHABLE

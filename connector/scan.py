@@ -124,6 +124,8 @@ class HistoryScan:
         for label, value in (("min_step", self.min_step), ("max_step", self.max_step)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ConfigurationError(f"{label} must be an integer, got {value!r}")
+        if self.keys is not None and not self.keys:
+            object.__setattr__(self, "keys", None)  # keys=[] means every key, as in the SDK
         if self.keys is not None and self.columns is not None:
             raise ConfigurationError("a scan takes keys (all-keys rule) or columns, not both")
 
@@ -326,6 +328,14 @@ class HistoryScan:
                     if value.__class__ is str and value in _NONFINITE:
                         row[name] = _NONFINITE[value]
                 yield row
+
+    def __next__(self) -> dict[str, Any]:
+        """The next row of this scan object's own cursor, so ``next(run.scan_history())`` works as
+        with the SDK's iterator. The cursor is separate from ``for`` loops, which each start again
+        from `min_step`; it ends (StopIteration) once and stays ended."""
+        if "cursor" not in self._state:
+            self._state["cursor"] = iter(self)
+        return next(self._state["cursor"])
 
     # -- Arrow and friends ----------------------------------------------------------------------
 
