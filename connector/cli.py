@@ -1,6 +1,7 @@
-"""The `wandb-history` command line: `serve`, `export`, `sql`, `demo`.
+"""The `wandb-history` command line: `serve`, `export`, `status`, `sql`, `demo`.
 
 Each sub-command lives in the module that does the work; this file only wires arguments.
+``wandb-history`` alone prints the help and exits 0; ``--version`` prints ``wandb-history <version>``.
 The API key is never taken on the command line: it comes from `WANDB_API_KEY` or `~/.netrc`
 (the emulator's own `serve --api-key` sets the key it accepts, which is not a secret).
 
@@ -30,8 +31,31 @@ from .errors import (
 SubcommandAdder = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
+_SERVE_DESCRIPTION = """\
+Serve runs over an emulated W&B API (GraphQL), in the foreground until Ctrl-C: local offline runs
+(.wandb files, run directories, wandb/ folders), synthetic projects, or the demo project. The
+official wandb SDK and every wandb-history command read from it.
+
+It prints the URL, then the lines that point a client at it, then each project it serves:
+
+  Serving W&B API emulator at http://127.0.0.1:PORT (API key: ...)
+  export WANDB_BASE_URL=http://127.0.0.1:PORT
+  export WANDB_API_KEY=...            (the emulator's own key, not a secret)
+  project local/wandb: 2 runs         (offline runs have the entity 'local' unless --entity)
+
+examples:
+  wandb-history serve --demo
+  wandb-history serve ./wandb --entity me --port 8080
+  wandb-history serve --synthetic acme/vision:runs=3,steps=1000,keys=8"""
+
+
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="serve run history over an emulated W&B API")
+    p = sub.add_parser(
+        "serve",
+        help="serve run history over an emulated W&B API",
+        description=_SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="*", help="local .wandb files, run directories or wandb/ folders")
     p.add_argument(
         "--synthetic",
@@ -58,9 +82,33 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             host=args.host,
             port=args.port,
             api_key=args.api_key,
+            announce=True,
             **local,
         )
         return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show what an export destination holds (runs, rows, watermarks), read-only",
+        description="Show what an export destination holds: per run, table and key set the steps "
+        "covered (min_step..watermark), rows and steps, the run's state, when it was last written "
+        "and deleted_at for runs gone upstream. Read-only: never creates, changes or locks DEST "
+        "(a DuckDB file being written by an export right now is reported busy, exit 4).",
+    )
+    p.add_argument("dest", metavar="DEST", help="a .duckdb/.db file, a postgresql:// URL, or a Parquet dataset folder")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--checkpoint", default=None, metavar="PATH", help="the export's --checkpoint file, if it used one"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from .export.status import print_status
+
+        return print_status(args.dest, as_json=args.json, checkpoint=args.checkpoint)
 
     p.set_defaults(func=run)
 
@@ -83,7 +131,7 @@ def _adders() -> list[SubcommandAdder]:
     from .export.cli import add_parser as add_export
     from .sqlcli import add_parser as add_sql
 
-    return [_add_serve, add_export, add_sql, _add_demo]
+    return [_add_serve, add_export, _add_status, add_sql, _add_demo]
 
 
 _VERBOSE_HELP = "log at DEBUG and print the traceback of an error"
@@ -97,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"wandb-history {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _adders():
         add(sub)
     for name, p in sub.choices.items():
@@ -107,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.epilog = EXIT_CODES
             p.formatter_class = _RawEpilogFormatter
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (the package's own when not installed).
+
+    >>> version().count(".") >= 1
+    True
+    """
+    from importlib import metadata
+
+    try:
+        return metadata.version("wandb-history-connector")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
 
 
 class _RawEpilogFormatter(argparse.HelpFormatter):
@@ -143,7 +208,11 @@ _PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirec
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; returns its exit status (see `EXIT_CODES`)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `wandb-history`: the help, as duckdb, aws and dlt do
+        parser.print_help()
+        return 0
     verbose = bool(getattr(args, "verbose", False))
     _configure_logging(verbose)
     prefix = f"wandb-history {args.command}"

@@ -7,33 +7,69 @@ allow (`connector.pushdown`) and then applies the pushed filter exactly.
 
 SQL surface after ``register(con)``::
 
-    SELECT * FROM wandb_history('entity/project/run_id'
+    SELECT * FROM wandb_history('entity/project/run_id'      -- one run, or
+                                'entity/project'             -- every run of a project, or
+                                './wandb'                    -- a local folder, run dir or .wandb file
                                 [, keys := ['loss', ...]] [, min_step := 0] [, max_step := 1000]
-                                [, samples := 500])
-    SELECT * FROM wandb_runs('entity/project' [, filters := '{"state": "finished"}'])
+                                [, samples := 500] [, filters := '{"state": "finished"}'])
+    SELECT * FROM wandb_runs('entity/project' | 'entity/project/run_id' | './wandb'
+                             [, filters := '{"state": "finished"}'])
+
+A path with two parts (``entity/project``, or a project URL) is a project, three parts (or
+``entity/project/runs/id``, a run URL) a run; a local path (`connector.resolve.is_local_path`) is read
+from disk with no server. ``filters`` are MongoDB-style run filters (JSON text) for a project or a
+local folder (applied to local runs in Python, with the emulator's rules).
+
+**Temporary objects.** The macros are ``TEMPORARY`` and the backing views are registered Python
+objects: nothing lands in a database file, so a file-backed connection reopened later by plain
+``duckdb`` opens cleanly, without any ``wandb_*`` object. The backing views carry the macros' names
+(``wandb_history``, ``wandb_runs``), so errors name what the user wrote.
 
 **Layouts.** A macro's columns are fixed when its backing view is registered, before any run is
 known, so `wandb_history` is *long*: ``entity, project, run_id, _step, key, value DOUBLE,
 value_json VARCHAR``, one row per (step, logged key). ``value`` holds numbers (NaN and ±inf kept;
 NULL for strings, booleans, media, lists), ``value_json`` every value as JSON text (bare ``NaN``,
 ``Infinity``, ``-Infinity`` tokens, as W&B writes them). A key not logged at a step has no row there
-(missing and null alike). Every step also has exactly one row with ``key = '_step'`` whose value
-columns are NULL, so ``count(DISTINCT _step)`` counts the steps whatever `keys` selects and
-``avg(value)`` is not disturbed; `keys` selects keys, never steps. Values that did not fit their
-column in the Arrow policy (``_extra``) come back as rows of their own key.
+(missing and null alike). Values that did not fit their column in the Arrow policy (``_extra``) come
+back as rows of their own key.
+
+**Counting.** With ``keys := [...]`` only rows of those keys come back, so ``count(*)`` counts the
+logged values of those keys (``count(*) FILTER (key = 'loss')`` per key) and ``count(DISTINCT
+_step)`` the steps where at least one of them was logged. Without `keys` every step also has exactly
+one row with ``key = '_step'`` (value columns NULL), so ``count(DISTINCT _step)`` counts all steps
+and ``avg(value)`` is not disturbed; the cheap way to count every step of a run is
+``SELECT count(*) FROM wandb_history(run, keys := ['_step'])`` (one row per step, only ``_step``
+fetched).
+
+**Runs.** `wandb_runs` has the columns of the exporter's runs table (`RUNS_SCHEMA`), with
+``created_at`` / ``heartbeat_at`` as ``TIMESTAMP`` (UTC) and config / summary as ``JSON``, then
+``display_name, "group", job_type, sweep_name, username, notes, url`` (`RUN_DETAILS_SCHEMA`; quote
+``"group"``, a SQL keyword). Macros expand at bind time and DuckDB hands a Python source only
+constant filters, so a run path computed per row (``LATERAL wandb_history(r.entity || ...)``,
+``run_path IN (SELECT ...)``) cannot reach the API: read the project once and join on ``run_id``::
+
+    SELECT r.display_name, avg(h.value) AS loss
+    FROM wandb_runs('e/p', filters := '{"state": "finished"}') r
+    JOIN wandb_history('e/p', keys := ['loss'], filters := '{"state": "finished"}') h USING (run_id)
+    GROUP BY ALL
+
+or register a wide view over the runs from Python (`register_runs`).
 
 Long suits any-run, any-key SQL (``GROUP BY key``, many runs, unknown keys); a filter on ``value``
 stays in DuckDB (it is DOUBLE and NaN could satisfy it, so DuckDB does not push it). *Wide* views —
 `register_run` (one run: ``_step``, one typed column per key, ``_extra``) and `register_runs` (a union
-over a project or a list of runs, ``entity, project, run_id`` first, a column whose type differs
-between runs is JSON text) — have real column types and are cheaper per value, but their columns are
-fixed when you register them, so they are registered from Python, per run or per run list.
+over a project, a local folder or a list of runs, ``entity, project, run_id`` first, a column whose
+type differs between runs is JSON text) — have real column types and are cheaper per value, but their
+columns are fixed when you register them, so they are registered from Python, per run or per run
+list. A wide view whose runs log ``_timestamp`` (epoch seconds) also has ``_time``, the same instant
+as a ``TIMESTAMP`` (UTC), right after it (unless a key is already named ``_time``).
 
 **Pushdown.** Pushed to the API: the run (``run_path``, or ``entity``+``project``+``run_id`` on the
 backing view), ``key IN (...)`` / ``key = ...`` (only those keys are fetched), ``_step`` comparisons,
-``BETWEEN``, ``IN`` (only those step windows), projections on wide views, and ``samples``. A query on
-the backing view that names no run raises an error asking for a run path; nothing ever enumerates the
-runs it can see. NULL/NaN: DuckDB pushes only filters it can hand over exactly (it keeps filters on
+``BETWEEN``, ``IN`` (only those step windows), projections on wide views, ``samples`` and
+``filters``; over a project, ``run_id = ...`` / ``IN (...)`` skip the other runs unfetched. A query on
+the backing view that names no run or project raises an error asking for one; nothing ever
+enumerates the projects it can see. NULL/NaN: DuckDB pushes only filters it can hand over exactly (it keeps filters on
 DOUBLE columns that NaN could satisfy); every pushed filter is applied exactly again in Python, with
 SQL semantics preserved (a NULL comparison drops the row).
 
@@ -63,11 +99,13 @@ rows it is given.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -76,8 +114,8 @@ from .arrow import BOOL, EXTRA_COLUMN, FLOAT, JSON, STEP_COLUMN, STRING, SchemaP
 from .errors import ConfigurationError
 from .polars import RunReader, _finish, arrow_frame, scan_histories, scan_history
 from .pushdown import Pushdown, analyze
-from .resolve import resolve_run
-from .runs_table import RUNS_SCHEMA, runs_to_arrow
+from .resolve import is_local_path, open_local, resolve_run
+from .runs_table import RUN_DETAILS_SCHEMA, app_url_of, run_details_to_arrow
 from .sqlfiles import sql_text
 from .values import history_keys_from_rows
 
@@ -87,9 +125,12 @@ if TYPE_CHECKING:
     from .api import Api, Run
     from .scan import HistoryScan
 
-HISTORY_VIEW = "__wandb_history_long"
-RUNS_VIEW = "__wandb_runs"
+HISTORY_VIEW = "wandb_history"  # the backing views carry the macros' names (errors name them)
+RUNS_VIEW = "wandb_runs"
 STEP_KEY = "_step"
+TIME_COLUMN = "_time"  # _timestamp as a TIMESTAMP in wide views
+TIMESTAMP_COLUMN = "_timestamp"
+NO_FILTERS = "{}"
 
 LONG_SCHEMA = pl.Schema(
     {
@@ -102,13 +143,106 @@ LONG_SCHEMA = pl.Schema(
         "value": pl.Float64,
         "value_json": pl.String,
         "_samples": pl.Int64,
+        "_filters": pl.String,
     }
 )
-_LONG_VALUES = ("run_path", "entity", "project", "run_id", "key", "_samples")
-_NEEDS_RUN = (
-    "wandb_history needs a run path: SELECT * FROM wandb_history('entity/project/run_id'); "
-    f"a query on {HISTORY_VIEW} must filter run_path, or entity, project and run_id"
+_LONG_VALUES = ("run_path", "entity", "project", "run_id", "key", "_samples", "_filters")
+_CONSTANT_PATH = (
+    "a path computed per row (a LATERAL join, run_path IN (SELECT ...)) cannot be passed to the W&B "
+    "API: read the whole project once with wandb_history('entity/project' [, filters := '{...}']) "
+    "and join on run_id, or register a wide view with connector.duckdb.register_runs"
 )
+_NEEDS_RUN = (
+    "wandb_history needs a constant run or project path: wandb_history('entity/project/run_id'), "
+    f"wandb_history('entity/project') or wandb_history('./wandb'); {_CONSTANT_PATH}"
+)
+_NEEDS_PROJECT = (
+    "wandb_runs needs a constant project path: SELECT * FROM wandb_runs('entity/project') "
+    "(or a run path, or a local ./wandb folder)"
+)
+_PROJECT_URL_TAILS = ("runs", "table", "workspace", "overview")
+
+
+def path_kind(path: str) -> str:
+    """``"local"``, ``"project"`` or ``"run"``: how `wandb_history` / `wandb_runs` read `path`.
+
+    Two parts (``entity/project``, a project URL) name a project, anything else a run (parsed by
+    `connector.runpath.RunRef`); a path on disk (`connector.resolve.is_local_path`) is local.
+
+    >>> path_kind("acme/vision"), path_kind("acme/vision/abc123"), path_kind("./wandb")
+    ('project', 'run', 'local')
+    >>> path_kind("https://wandb.ai/acme/vision/runs"), path_kind("https://wandb.ai/acme/vision/runs/x")
+    ('project', 'run')
+    """
+    if is_local_path(path):
+        return "local"
+    text = path.strip()
+    url = "://" in text
+    if url:
+        text = urlparse(text).path
+    parts = [p for p in text.strip("/").split("/") if p]
+    if len(parts) == 2 and ":" not in text:
+        return "project"
+    if url and len(parts) == 3 and parts[2] in _PROJECT_URL_TAILS:
+        return "project"
+    return "run"
+
+
+def _parse_filters(text: Any, where: str) -> dict[str, Any]:
+    """The JSON object of a ``filters :=`` argument (`ConfigurationError` naming `where` otherwise)."""
+    try:
+        parsed = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where} filters must be JSON text, got {text!r}") from exc
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{where} filters must be a JSON object, got {text!r}")
+    return parsed
+
+
+def _local_matches(run: Run, filters: dict[str, Any]) -> bool:
+    """`filters` applied to a local run with the emulator's MongoDB-style rules."""
+    if not filters:
+        return True
+    from .emulator.filters import FilterError, matches
+    from .rundata import RunMeta
+
+    attrs = run.attrs
+    meta = RunMeta(
+        run.entity, run.project, run.id, display_name=run.name, state=run.state or "finished",
+        config=dict(run.config), summary=dict(run.summary), tags=run.tags,
+        created_at=run.created_at or "", heartbeat_at=run.heartbeat_at,
+        group=attrs.get("group"), job_type=attrs.get("jobType"), notes=attrs.get("notes"),
+    )  # fmt: skip
+    try:
+        return matches(meta, filters)
+    except FilterError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def list_path_runs(
+    path: str, api: Api | None = None, filters: dict[str, Any] | None = None, *, where: str = "wandb_history"
+) -> list[Run]:
+    """The runs a SQL path names: a project's (with `filters`), a local folder's, or one run.
+
+    >>> list_path_runs("./wandb/nowhere")
+    Traceback (most recent call last):
+    ...
+    connector.local.discover.NoSuchPathError: no such file or folder: ./wandb/nowhere
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigurationError(f"{where} needs a run or project path as text, got {path!r}")
+    kind = path_kind(path)
+    if kind == "local":
+        return [run for run in open_local(path) if _local_matches(run, filters or {})]
+    if kind == "project":
+        from .api import Api
+
+        return list((api or Api()).runs(path, filters=filters or None))
+    if filters:
+        raise ConfigurationError(
+            f"{where}: filters apply to a project ('entity/project') or a local folder, not to the run {path!r}"
+        )
+    return [resolve_run(path, api)]
 
 
 class _LazyApi:
@@ -210,12 +344,13 @@ def to_long(
 
 
 class _LongSource:
-    """The Python side of ``__wandb_history_long`` (see the module doc)."""
+    """The Python side of the ``wandb_history`` view (see the module doc)."""
 
     def __init__(self, api: _LazyApi) -> None:
         self.api = api
 
-    def _runs(self, push: Pushdown) -> list[tuple[str, Run]]:
+    def _runs(self, push: Pushdown) -> list[tuple[str, str, Run]]:
+        """``(run_path as named, filters text, run)`` for every run the pushed paths name."""
         paths = push.values.get("run_path")
         if paths is None:
             ids = [push.values.get(name) for name in ("entity", "project", "run_id")]
@@ -225,23 +360,27 @@ class _LongSource:
                 f"{e}/{p}/{r}" for e in ids[0] for p in ids[1] for r in ids[2]  # type: ignore[union-attr]
                 if e is not None and p is not None and r is not None
             )
+        texts = sorted(t for t in (push.values.get("_filters") or {NO_FILTERS}) if t is not None)
         out = []
         for path in sorted(p for p in paths if p is not None):
             if not isinstance(path, str):
-                raise ConfigurationError(f"a run path must be text, got {path!r}")
-            out.append((path, resolve_run(path, self.api.get())))
+                raise ConfigurationError(f"a run or project path must be text, got {path!r}")
+            for text in texts:
+                filters = _parse_filters(text, "wandb_history")
+                api = None if path_kind(path) == "local" else self.api.get()
+                out.extend((path, text, run) for run in list_path_runs(path, api, filters))
         return out
 
     @staticmethod
-    def _check_keys(runs: list[tuple[str, Run]], keys: frozenset[Any] | None) -> None:
+    def _check_keys(runs: list[tuple[str, str, Run]], keys: frozenset[Any] | None) -> None:
         if keys is None or not runs:
             return
         for key in sorted(k for k in keys if k is not None and k != STEP_KEY):
-            known = [run for _, run in runs if key in (run.history_keys.get("keys") or {})]
+            known = [run for _, _, run in runs if key in (run.history_keys.get("keys") or {})]
             if known:
                 continue
-            path = "/".join(runs[0][1].path) if len(runs) == 1 else f"any of {len(runs)} runs"
-            names = sorted((runs[0][1].history_keys.get("keys") or {}).keys())
+            path = "/".join(runs[0][2].path) if len(runs) == 1 else f"any of {len(runs)} runs"
+            names = sorted((runs[0][2].history_keys.get("keys") or {}).keys())
             leaves = [n for n in names if n.startswith(f"{key}.")]
             hint = (
                 f"; it is nested: name its leaves, e.g. {', '.join(leaves[:5])}" if leaves
@@ -268,13 +407,13 @@ class _LongSource:
 
     def _frames(
         self,
-        runs: list[tuple[str, Run]],
+        runs: list[tuple[str, str, Run]],
         push: Pushdown,
         keys: frozenset[Any] | None,
         samples: int,
         n_rows: int | None,
     ) -> Iterator[pl.DataFrame]:
-        for path, run in runs:
+        for path, filters, run in runs:
             ids = {"run_path": path, **dict(zip(("entity", "project", "run_id"), run.path, strict=True))}
             if not all(push.allows(name, value) for name, value in ids.items()):
                 continue
@@ -292,6 +431,7 @@ class _LongSource:
                     *(pl.lit(v, pl.String).alias(k) for k, v in ids.items()),
                     pl.all(),
                     pl.lit(samples, pl.Int64).alias("_samples"),
+                    pl.lit(filters, pl.String).alias("_filters"),
                 ).select(LONG_SCHEMA.names())
 
 
@@ -307,7 +447,7 @@ def _sampled(run: Run, samples: int) -> tuple[pl.DataFrame, dict[str, str]]:
 
 
 class _RunsSource:
-    """The Python side of ``__wandb_runs``: lists one project's runs, with pushed run filters."""
+    """The Python side of the ``wandb_runs`` view: one project's runs, with pushed run filters."""
 
     def __init__(self, api: _LazyApi) -> None:
         self.api = api
@@ -322,36 +462,61 @@ class _RunsSource:
         push = analyze(predicate, value_columns=("_project", "_filters"))
         projects = push.values.get("_project")
         if not projects or None in projects:
-            raise ConfigurationError(
-                "wandb_runs needs a project path: SELECT * FROM wandb_runs('entity/project')"
-            )
+            raise ConfigurationError(f"{_NEEDS_PROJECT}; {_CONSTANT_PATH}")
         frames = (self._frame(p, f) for p in sorted(projects) for f in self._filters(push))
         return _finish(frames, push, with_columns, n_rows)
 
     @staticmethod
     def _filters(push: Pushdown) -> list[str]:
-        texts = sorted(push.values.get("_filters") or {"{}"})
+        texts = sorted(t for t in (push.values.get("_filters") or {NO_FILTERS}) if t is not None)
         for text in texts:
-            try:
-                parsed = json.loads(text)
-            except (TypeError, ValueError) as exc:
-                raise ConfigurationError(f"wandb_runs filters must be JSON text, got {text!r}") from exc
-            if not isinstance(parsed, dict):
-                raise ConfigurationError(f"wandb_runs filters must be a JSON object, got {text!r}")
+            _parse_filters(text, "wandb_runs")
         return texts
 
     def _frame(self, project: str, filters: str) -> pl.DataFrame:
-        runs = self.api.get().runs(project, filters=json.loads(filters))
-        frame = pl.from_arrow(runs_to_arrow(runs))
+        if not isinstance(project, str):
+            raise ConfigurationError(f"wandb_runs needs a project path as text, got {project!r}")
+        local = path_kind(project) == "local"
+        api = None if local else self.api.get()
+        runs = list_path_runs(project, api, _parse_filters(filters, "wandb_runs"), where="wandb_runs")
+        table = run_details_to_arrow(runs, app_url=None if api is None else app_url_of(api))
+        frame = pl.from_arrow(_utc_times(table))
         return frame.with_columns(  # type: ignore[union-attr]
             pl.lit(project, pl.String).alias("_project"), pl.lit(filters, pl.String).alias("_filters")
         )
 
 
+def utc_text(value: Any) -> str | None:
+    """An ISO time as naive UTC text (what ``CAST(... AS TIMESTAMP)`` reads exactly), else None.
+
+    >>> utc_text("2024-01-01T02:00:00+02:00"), utc_text("2024-01-01T00:00:00Z"), utc_text("soon")
+    ('2024-01-01T00:00:00', '2024-01-01T00:00:00', None)
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = _dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(_dt.UTC).replace(tzinfo=None)
+    return parsed.isoformat()
+
+
+def _utc_times(table: Any) -> Any:
+    import pyarrow as pa
+
+    for name in ("created_at", "heartbeat_at"):
+        i = table.schema.get_field_index(name)
+        values = [utc_text(v) for v in table.column(name).to_pylist()]
+        table = table.set_column(i, table.schema.field(i), pa.array(values, pa.string()))
+    return table
+
+
 def _runs_schema() -> pl.Schema:
     from .polars import polars_schema
 
-    schema = dict(polars_schema(RUNS_SCHEMA))
+    schema = dict(polars_schema(RUN_DETAILS_SCHEMA))
     schema.update({"_project": pl.String, "_filters": pl.String})
     return pl.Schema(schema)
 
@@ -363,13 +528,14 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
     """Register the backing views and create the `wandb_history` / `wandb_runs` table macros.
 
     `api=None` means ``Api()`` from the environment, created at the first query (so registering
-    needs no server). Returns `con`.
+    needs no server). Returns `con`. Everything is temporary: the macros live in DuckDB's ``temp``
+    catalog and the views are registered Python objects, so nothing is written into a database file.
 
     >>> import duckdb
     >>> con = register(duckdb.connect())
-    >>> con.sql("SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'wandb_%' "
-    ...         "ORDER BY 1").fetchall()
-    [('wandb_history',), ('wandb_runs',)]
+    >>> con.sql("SELECT function_name, database_name FROM duckdb_functions() "
+    ...         "WHERE function_name LIKE 'wandb_%' ORDER BY 1").fetchall()
+    [('wandb_history', 'temp'), ('wandb_runs', 'temp')]
     >>> unregister(con); con.close()
     """
     holder = _LazyApi(api)
@@ -419,7 +585,7 @@ def register_run(
     [(1.0, 'x\x00y')]
     >>> con.close()
     """
-    frame = scan_history(run, api=api, keys=keys, engine="duckdb")
+    frame = with_time(scan_history(run, api=api, keys=keys, engine="duckdb"))
     con.register(name, frame)
     return frame
 
@@ -433,12 +599,13 @@ def register_runs(
     filters: dict[str, Any] | None = None,
     keys: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
-    """Register a wide union over ``"entity/project"`` or a list of runs as the view `name`.
+    """Register a wide union over ``"entity/project"``, a local folder or a list of runs as `name`.
 
-    Columns ``entity, project, run_id, _step, ..., _extra`` (`connector.polars.scan_histories`); runs
-    are listed now, once. Filters on ``run_id`` (and ``entity``/``project``) skip runs unfetched.
-    A key named ``run_id`` (or ``entity``, ``project``) is the column ``run_id_1``; other odd keys
-    are renamed as in `register_run`.
+    Columns ``entity, project, run_id, _step, ..., _extra`` (`connector.polars.scan_histories`, plus
+    ``_time`` as in `with_time`); runs are listed now, once. A local folder (``"./wandb"``) is read
+    with `connector.resolve.open_local`, its runs filtered by `filters` with the emulator's rules.
+    Filters on ``run_id`` (and ``entity``/``project``) skip runs unfetched. A key named ``run_id`` (or
+    ``entity``, ``project``) is the column ``run_id_1``; other odd keys are renamed as in `register_run`.
 
     >>> import duckdb
     >>> from connector.rundata import MemoryRun, RunMeta
@@ -449,9 +616,34 @@ def register_runs(
     [('a', 'mine')]
     >>> con.close()
     """
-    frame = scan_histories(runs, api=api, filters=filters, keys=keys, engine="duckdb")
+    if isinstance(runs, str) and path_kind(runs) != "project":
+        runs, filters = list_path_runs(runs, api, filters, where="register_runs"), None
+    frame = with_time(scan_histories(runs, api=api, filters=filters, keys=keys, engine="duckdb"))
     con.register(name, frame)
     return frame
+
+
+def with_time(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """`frame` with ``_time``, its ``_timestamp`` (epoch seconds) as a UTC ``Datetime("us")``, after it.
+
+    Unchanged when there is no numeric ``_timestamp`` column or a column is already named ``_time``.
+    A filter on ``_step`` is still pushed into the source; one on ``_time`` is applied exactly after.
+
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "_timestamp": 1704067200.5}])
+    >>> with_time(scan_history(run)).select("_time").collect().item()
+    datetime.datetime(2024, 1, 1, 0, 0, 0, 500000)
+    """
+    schema = frame.collect_schema()
+    kind = schema.get(TIMESTAMP_COLUMN)
+    if kind not in (pl.Float64, pl.Int64) or TIME_COLUMN in schema:
+        return frame
+    seconds = pl.col(TIMESTAMP_COLUMN).cast(pl.Float64)
+    micros = (seconds * 1_000_000).round().cast(pl.Int64, strict=False)
+    time = pl.when(seconds.is_finite()).then(micros).cast(pl.Datetime("us")).alias(TIME_COLUMN)
+    names = schema.names()
+    at = names.index(TIMESTAMP_COLUMN) + 1
+    return frame.with_columns(time).select([*names[:at], TIME_COLUMN, *names[at:]])
 
 
 def scan_to_duckdb(

@@ -1,3 +1,3 @@
--- Undo sql/duckdb_macros.sql (connector.duckdb.unregister).
-DROP MACRO TABLE IF EXISTS wandb_history;
-DROP MACRO TABLE IF EXISTS wandb_runs;
+-- Undo sql/duckdb_macros.sql (connector.duckdb.unregister): the macros are temporary.
+DROP MACRO TABLE IF EXISTS temp.wandb_history;
+DROP MACRO TABLE IF EXISTS temp.wandb_runs;

@@ -154,8 +154,7 @@ def test_duckdb_long_layout_keeps_odd_keys_as_values(make_emulator: Any) -> None
         "keys := ['a' || chr(0) || 'b', '', 'entity', 's']) WHERE _step = 1 ORDER BY key"
     ).fetchall()
     assert got == [
-        ("", 2.0, "2.0"),
-        ("_step", None, None),
+        ("", 2.0, "2.0"),  # with keys, only those keys' rows (no `_step` row per step)
         (f"a{NUL}b", 1.0, "1.0"),
         ("entity", None, '"ent1"'),
         ("s", None, '"x\\u0000y1"'),

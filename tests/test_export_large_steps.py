@@ -44,7 +44,7 @@ def test_timestamp_steps_export_in_rows_time_and_memory(kind, make_emulator, tmp
     dest = make_dest(kind, tmp_path, "ts")
     emu.reset_counters()
     proc = _export_capped(["e/p", "--to", dest, "--json", "--chunk-steps", "1000"], cli_env(emu))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     summary = json.loads(proc.stdout)
     assert summary["rows"] == len(STEPS)
     assert emu.counters()["requests"] < 40, emu.counters()["requests"]  # rows, not span, set the cost

@@ -1,18 +1,28 @@
 """`serve`: run the emulator in the foreground until SIGINT/SIGTERM (what ``wandb-history serve`` calls).
 
-It binds first, then prints exactly one line ``Serving W&B API emulator at http://HOST:PORT`` followed on
+It binds first, then prints one line ``Serving W&B API emulator at http://HOST:PORT`` followed on
 the same line by a key hint (the key itself only when it is the documented `DEFAULT_API_KEY`), flushes
-stdout, and serves.
+stdout, and serves. With ``announce=True`` (what ``wandb-history serve`` uses) it then prints, each on
+its own line, the shell lines that point a client at it (``export WANDB_BASE_URL=...``, ``export
+WANDB_API_KEY=...``: the emulator's key is not a secret) and every project it serves with its run
+count (``project local/wandb: 2 runs`` for offline runs, whose entity is ``local`` unless given).
 
 >>> serve(synthetic=["e/p:runs=1,steps=10,keys=3"], port=0, _block=False).stop()  # doctest: +ELLIPSIS
 Serving W&B API emulator at http://127.0.0.1:... (API key: local-...)
+>>> serve(synthetic=["e/p:runs=2,steps=5,keys=1"], announce=True, _block=False).stop()  # doctest: +ELLIPSIS
+Serving W&B API emulator at http://127.0.0.1:... (API key: local-...)
+export WANDB_BASE_URL=http://127.0.0.1:...
+export WANDB_API_KEY=local-...
+project e/p: 2 runs
 """
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,12 +64,14 @@ def serve(
     entity: str | None = None,
     project: str | None = None,
     warm: bool = False,
+    announce: bool = False,
     _block: bool = True,
 ) -> Emulator:
     """Serve local `paths`, `synthetic` specs and/or the demo project; block until a signal.
 
     `entity` / `project` name local runs whose files carry none (passed to the local reader);
-    `warm` pre-encodes every row before binding (benchmarks).
+    `warm` pre-encodes every row before binding (benchmarks). `announce` prints the ``export`` lines
+    and the projects served after the first line (module doc).
 
     Returns the (stopped) emulator when the server ends; with ``_block=False`` returns it running.
     A bad port, spec, key or path, or an address in use, raises `ConfigurationError` before serving.
@@ -94,6 +106,8 @@ def serve(
         else "API key: the one you passed"
     )
     print(f"Serving W&B API emulator at {emu.base_url} ({hint})", flush=True)
+    if announce:
+        print(announcement(emu.base_url, emu.api_key, runs), flush=True)
     if not _block:
         return emu
     done = threading.Event()
@@ -110,6 +124,26 @@ def serve(
             signal.signal(s, h)
         emu.stop()
     return emu
+
+
+def announcement(base_url: str, api_key: str, runs: Sequence[Any]) -> str:
+    """The lines `serve` prints with ``announce=True`` (no trailing newline).
+
+    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> runs = [MemoryRun(RunMeta("local", "wandb", r)) for r in ("a", "b")] + [MemoryRun(RunMeta("e", "p", "c"))]
+    >>> print(announcement("http://127.0.0.1:8080", "k" * 40, runs))  # doctest: +ELLIPSIS
+    export WANDB_BASE_URL=http://127.0.0.1:8080
+    export WANDB_API_KEY=kkkk...
+    project local/wandb: 2 runs
+    project e/p: 1 run
+    """
+    lines = [f"export WANDB_BASE_URL={shlex.quote(base_url)}", f"export WANDB_API_KEY={shlex.quote(api_key)}"]
+    counts = Counter(f"{run.meta.entity}/{run.meta.project}" for run in runs)
+    for project, n in counts.items():
+        lines.append(f"project {project}: {n} run{'' if n == 1 else 's'}")
+    if not counts:
+        lines.append("no runs served (give --demo, --synthetic SPEC or local .wandb paths)")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
