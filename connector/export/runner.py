@@ -151,43 +151,27 @@ class ExportInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
+SINKS = {
+    "duckdb": ("duckdb", "DuckDBSink"),
+    "postgres": ("postgres", "PostgresSink"),
+    "delta": ("delta", "DeltaSink"),
+    "iceberg": ("iceberg", "IcebergSink"),
+    "parquet": ("parquet", "ParquetSink"),
+}  # destination kind -> (module of connector.export.sinks, class), imported only when used
+
+
 def open_sink(dest: Destination, options: ExportOptions) -> Sink:
     """The sink for a parsed destination: checked, locked, nothing created but the lock."""
-    read_only = options.dry_run
-    if dest.kind == "duckdb":
-        from .sinks.duckdb import DuckDBSink
+    import importlib
 
-        return DuckDBSink(
-            dest.target, layout=options.layout, full_refresh=options.full_refresh,
-            checkpoint=options.checkpoint, read_only=read_only,
-        )  # fmt: skip
-    if dest.kind == "postgres":
-        from .sinks.postgres import PostgresSink
-
-        return PostgresSink(
-            dest.target, display=dest.display, layout=options.layout,
-            full_refresh=options.full_refresh, checkpoint=options.checkpoint, read_only=read_only,
-        )  # fmt: skip
-    if dest.kind == "delta":
-        from .sinks.delta import DeltaSink
-
-        return DeltaSink(
-            dest.target, layout=options.layout, full_refresh=options.full_refresh,
-            checkpoint=options.checkpoint, read_only=read_only,
-        )  # fmt: skip
-    if dest.kind == "iceberg":
-        from .sinks.iceberg import IcebergSink
-
-        return IcebergSink(
-            dest.target, layout=options.layout, full_refresh=options.full_refresh,
-            checkpoint=options.checkpoint, read_only=read_only,
-        )  # fmt: skip
-    from .sinks.parquet import ParquetSink
-
-    return ParquetSink(
+    module, name = SINKS[dest.kind]
+    sink_class = getattr(importlib.import_module(f".sinks.{module}", __package__), name)
+    extra = {"display": dest.display} if dest.kind == "postgres" else {}
+    sink: Sink = sink_class(
         dest.target, layout=options.layout, full_refresh=options.full_refresh,
-        checkpoint=options.checkpoint, read_only=read_only,
+        checkpoint=options.checkpoint, read_only=options.dry_run, **extra,
     )  # fmt: skip
+    return sink
 
 
 def limited_api(api: Api | None, limiter: AimdLimiter, retry: RetryPolicy | None) -> Callable[[], Api]:

@@ -32,9 +32,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import ConfigurationError, DestinationError
+from ...errors import ConfigurationError, DestinationBusyError, DestinationError
 
 FILE_FORMATS = (
     ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt", ".xlsx", ".xls",
@@ -147,3 +148,49 @@ def writable_place(path: Path) -> None:
         parent = parent.parent
     if not os.access(parent, os.W_OK | os.X_OK):
         raise DestinationError(f"cannot write {path}: {parent} is not writable (permissions or a read-only mount)")
+
+
+class FolderLock:
+    """The exclusive lock of a destination folder (``.wandb-export.lock``, ``fcntl.flock``): one
+    export at a time. Taking it creates the folder; `release` removes the lock file and the folder
+    again when this export created the folder and wrote nothing into it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "new"
+    >>> lock = FolderLock(d)
+    >>> FolderLock(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    connector.errors.DestinationBusyError: another export is writing into ...
+    >>> lock.release(remove_folder=True); d.exists()
+    False
+    """
+
+    NAME = ".wandb-export.lock"
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = open(folder / self.NAME, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise DestinationBusyError(
+                f"another export is writing into {folder} (its {self.NAME} is locked); wait for it to finish"
+            ) from None
+
+    def release(self, *, remove_folder: bool = False) -> None:
+        """Unlock; with `remove_folder`, also remove the lock file and the folder if it is empty."""
+        if self._file is None:
+            return
+        self._file.close()
+        self._file = None
+        if remove_folder:
+            (self.folder / self.NAME).unlink(missing_ok=True)
+            try:
+                self.folder.rmdir()  # only when nothing else is in it
+            except OSError:
+                pass

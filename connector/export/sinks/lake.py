@@ -14,18 +14,17 @@ Nothing here imports an engine: the modules import without their extras.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
 
 from ...arrow import EXTRA_COLUMN, STEP_COLUMN
-from ...errors import ConfigurationError, DestinationBusyError, DestinationError
+from ...errors import ConfigurationError, DestinationError
 from ..checkpoint import EVENTS, JsonStateStore, StateKey, StreamState, crash_point
 from ..tables import (
     EVENTS_TABLE,
@@ -42,10 +41,10 @@ from ..tables import (
     to_long,
 )
 from .base import Interrupted
-from .dest import writable_place
+from .dest import FolderLock, writable_place
 
 META_KEY = "wandb.export"
-LOCK_FILE = ".wandb-export.lock"
+LOCK_FILE = FolderLock.NAME
 DATA_TABLES = (HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE)
 #: Data commits between two snapshots of the state table (the commits in between are replayed).
 SNAPSHOT_EVERY = 25
@@ -178,8 +177,7 @@ class LakeSink:
         self.lock = threading.RLock()
         self.prepared = False
         self.created = False
-        self._lock_file: IO[str] | None = None
-        self._lock_dir: Path | None = None
+        self._folder_lock: FolderLock | None = None
         self._runs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._since_snapshot = 0
         self._dirty = False
@@ -243,20 +241,7 @@ class LakeSink:
             raise DestinationError(f"cannot write into {path} (permissions or a read-only mount)")
         self.created = not path.exists()
         if not self.read_only:
-            self._take_lock(path)
-
-    def _take_lock(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        fh = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise DestinationBusyError(
-                f"another export is writing into {path} (its {LOCK_FILE} is locked); wait for it to finish"
-            ) from None
-        self._lock_file = fh
-        self._lock_dir = path
+            self._folder_lock = FolderLock(path)
 
     # -- states ----------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -427,16 +412,9 @@ class LakeSink:
                 except Exception:  # noqa: BLE001 - never mask the export's own error
                     pass
             self._release()
-            if self._lock_file is not None:
-                self._lock_file.close()
-                self._lock_file = None
-                path = self._lock_dir
-                if self.created and not self.prepared and path is not None:  # made for the lock, never written
-                    (path / LOCK_FILE).unlink(missing_ok=True)
-                    try:
-                        path.rmdir()  # only when nothing else is in it
-                    except OSError:
-                        pass
+            if self._folder_lock is not None:  # a folder made for the lock, never written: ours
+                self._folder_lock.release(remove_folder=self.created and not self.prepared)
+                self._folder_lock = None
 
 
 __all__ = [

@@ -50,7 +50,6 @@ not a plain column name (`connector.export.tables.column_for_key`) are recorded 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -58,7 +57,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote as urlquote
 
 import pyarrow as pa
@@ -66,7 +65,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...arrow import EXTRA_COLUMN, STEP_COLUMN
-from ...errors import DestinationBusyError, DestinationError
+from ...errors import DestinationError
 from ..checkpoint import (
     ALL_KEYS,
     EVENTS,
@@ -88,10 +87,10 @@ from ..tables import (
     to_long,
 )
 from .base import Interrupted
-from .dest import writable_place
+from .dest import FolderLock, writable_place
 
 STATE_FILE = "_wandb_export_state.json"
-LOCK_FILE = ".wandb-export.lock"
+LOCK_FILE = FolderLock.NAME
 STAGING = "_wandb_refresh"
 JOURNAL = "swap.json"
 REFRESH = ".__refresh__"
@@ -259,23 +258,11 @@ def complete_swap(final: Path, checkpoint: str | None = None) -> None:
     runs = [tuple(r) for r in journal["runs"]]
     old = staging / "old"
     if journal["phase"] == "out":
-        for table in PARTITIONED:
-            for e, p, r in runs:
-                live = partition(final, table, e, p, r)
-                if live.exists():
-                    target = partition(old, table, e, p, r)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(live, target)
+        _move_partitions(runs, final, old)
         journal["phase"] = "in"
         write_atomic(journal_path, json.dumps(journal).encode())
     if journal["phase"] == "in":
-        for table in PARTITIONED:
-            for e, p, r in runs:
-                staged = partition(staging, table, e, p, r)
-                if staged.exists():
-                    live = partition(final, table, e, p, r)
-                    live.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(staged, live)
+        _move_partitions(runs, staging, final)
         _merge_states(final, checkpoint, set(runs))
         _merge_runs_file(final, staging)
         journal["phase"] = "clean"
@@ -284,6 +271,18 @@ def complete_swap(final: Path, checkpoint: str | None = None) -> None:
     if checkpoint:
         staged_state.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_partitions(runs: list[tuple[Any, ...]], source: Path, target: Path) -> None:
+    """Rename each run's partition folders from `source` to `target` (idempotent: a partition
+    already moved is no longer in `source`)."""
+    for table in PARTITIONED:
+        for e, p, r in runs:
+            here = partition(source, table, e, p, r)
+            if here.exists():
+                there = partition(target, table, e, p, r)
+                there.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(here, there)
 
 
 def _merge_states(final: Path, checkpoint: str | None, runs: set[tuple[Any, ...]]) -> None:
@@ -347,11 +346,11 @@ class ParquetSink:
         self.checkpoint = checkpoint
         self.read_only = read_only
         self.prepared = False
-        self._lock_file: IO[str] | None = None
+        self._folder_lock: FolderLock | None = None
         check_dataset_folder(self.final)
         self.created = not self.final.exists()
         if not read_only:
-            self._take_lock()
+            self._folder_lock = FolderLock(self.final)
             complete_swap(self.final, checkpoint)
         self.root = self.final / STAGING if full_refresh else self.final
         self.live = JsonStateStore(Path(checkpoint) if checkpoint else self.final / STATE_FILE)
@@ -359,18 +358,6 @@ class ParquetSink:
         self.store = JsonStateStore(_staged_state_path(self.final, checkpoint)) if full_refresh else self.live
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    def _take_lock(self) -> None:
-        self.final.mkdir(parents=True, exist_ok=True)
-        fh = open(self.final / LOCK_FILE, "a+")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise DestinationBusyError(
-                f"another export is writing into {self.final} (its {LOCK_FILE} is locked); wait for it to finish"
-            ) from None
-        self._lock_file = fh
 
     # -- state -----------------------------------------------------------------------------------
     def load_states(self) -> dict[StateKey, StreamState]:
@@ -528,15 +515,9 @@ class ParquetSink:
         complete_swap(self.final, self.checkpoint)
 
     def close(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
-            if self.created and not self.prepared:  # made here for the lock, never written: ours
-                (self.final / LOCK_FILE).unlink(missing_ok=True)
-                try:
-                    self.final.rmdir()
-                except OSError:
-                    pass
+        if self._folder_lock is not None:  # a folder made here for the lock and never written is ours
+            self._folder_lock.release(remove_folder=self.created and not self.prepared)
+            self._folder_lock = None
 
 
 def _merge_file(
