@@ -150,6 +150,24 @@ def writable_place(path: Path) -> None:
         raise DestinationError(f"cannot write {path}: {parent} is not writable (permissions or a read-only mount)")
 
 
+def check_folder(path: Path, is_file: str, *, writable: bool = True) -> bool:
+    """Raise `DestinationError` unless `path` is a folder (or could be created) that this process
+    can write into (`writable`); return whether it exists. `is_file` says why a file will not do.
+
+    >>> import tempfile, pathlib
+    >>> check_folder(pathlib.Path(tempfile.mkdtemp()) / "new", "a dataset is a folder")
+    False
+    """
+    if path.exists() and not path.is_dir():
+        raise DestinationError(f"{path} is a file: {is_file}")
+    if not path.exists():
+        writable_place(path)
+        return False
+    if writable and not os.access(path, os.W_OK | os.X_OK):
+        raise DestinationError(f"cannot write into {path} (permissions or a read-only mount)")
+    return True
+
+
 class FolderLock:
     """The exclusive lock of a destination folder (``.wandb-export.lock``, ``fcntl.flock``): one
     export at a time. Taking it creates the folder; `release` removes the lock file and the folder

@@ -15,7 +15,6 @@ Nothing here imports an engine: the modules import without their extras.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from ..tables import (
     to_long,
 )
 from .base import Interrupted
-from .dest import FolderLock, writable_place
+from .dest import FolderLock, check_folder
 
 META_KEY = "wandb.export"
 LOCK_FILE = FolderLock.NAME
@@ -233,13 +232,7 @@ class LakeSink:
     # -- folder and lock -------------------------------------------------------------------------
     def _open_folder(self, path: Path, is_file: str) -> None:
         """Check a local destination folder, then lock it (unless read-only)."""
-        if path.exists() and not path.is_dir():
-            raise DestinationError(f"{path} is a file: {is_file}")
-        if not path.exists():
-            writable_place(path)
-        elif not self.read_only and not os.access(path, os.W_OK | os.X_OK):
-            raise DestinationError(f"cannot write into {path} (permissions or a read-only mount)")
-        self.created = not path.exists()
+        self.created = not check_folder(path, is_file, writable=not self.read_only)
         if not self.read_only:
             self._folder_lock = FolderLock(path)
 

@@ -87,7 +87,7 @@ from ..tables import (
     to_long,
 )
 from .base import Interrupted
-from .dest import FolderLock, writable_place
+from .dest import FolderLock, check_folder
 
 STATE_FILE = "_wandb_export_state.json"
 LOCK_FILE = FolderLock.NAME
@@ -189,13 +189,8 @@ def check_dataset_folder(root: Path) -> None:
     ...
     connector.errors.DestinationError: ... is not part of a wandb-history dataset...
     """
-    if root.exists() and not root.is_dir():
-        raise DestinationError(f"{root} is a file: a Parquet dataset needs a folder")
-    if not root.exists():
-        writable_place(root)
+    if not check_folder(root, "a Parquet dataset needs a folder"):
         return
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise DestinationError(f"cannot write into {root} (permissions or a read-only mount)")
     for table in (*PARTITIONED, RUNS_TABLE):
         base = root / table
         if not base.exists():
