@@ -76,9 +76,9 @@ print(f"wrote {steps} steps in {time.time() - t0:.1f} s", file=sys.stderr)
 
 def to_arrow(rows: list[dict[str, Any]]) -> Any:
     """Rows into one pyarrow Table through the product's own path (`Run.scan_history().to_arrow()`,
-    the column policy of `connector.arrow`), identical for both readers."""
+    the column policy of `connector.core.arrow`), identical for both readers."""
     from connector.api import Run
-    from connector.rundata import MemoryRun, RunMeta
+    from connector.core.rundata import MemoryRun, RunMeta
 
     return Run.from_run_data(MemoryRun(RunMeta("bench", "p", "r"), rows)).scan_history().to_arrow()
 
@@ -264,7 +264,7 @@ def main() -> None:
             "system events + state (`read_run`); *SDK*: our framing, `Record.ParseFromString` "
             "(C upb), rows only, `json.loads` per item.",
             "- *to Arrow*: `Run.scan_history().to_arrow()` over the decoded rows, the product's "
-            "column policy (`connector.arrow`), the same code for both.",
+            "column policy (`connector.core.arrow`), the same code for both.",
             "",
         ]
     )

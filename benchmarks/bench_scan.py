@@ -136,7 +136,7 @@ class _NoPandas:
 def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     from connector.api import Api
-    from connector.scan import DEFAULT_CONCURRENCY
+    from connector.core.scan import DEFAULT_CONCURRENCY
 
     t1 = time.perf_counter()
     c = concurrency or DEFAULT_CONCURRENCY
@@ -413,7 +413,7 @@ class Bench:
 
 def _default_concurrency() -> int:
     out = run_child(
-        [sys.executable, "-c", "from connector.scan import DEFAULT_CONCURRENCY as c; print(c)"],
+        [sys.executable, "-c", "from connector.core.scan import DEFAULT_CONCURRENCY as c; print(c)"],
         cwd=ROOT,
     ).check()
     return int(out.stdout.strip())

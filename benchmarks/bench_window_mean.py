@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.compute as pc
 
     from connector import Api
-    from connector.duckdb import register, unregister
     from connector.emulator import synthetic_runs
-    from connector.polars import scan_history
+    from connector.engines.duckdb import register, unregister
+    from connector.engines.polars import scan_history
 
     spec = f"bench/p:runs=1,steps={args.steps},keys={args.keys}"
     a = int(args.steps * 0.45)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["Api", "Run", "Runs", "export", "open_local", "resolve_run", "__version__"]
 
 if TYPE_CHECKING:

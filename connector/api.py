@@ -17,21 +17,21 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .api_source import ApiSource, check_run_attrs
 from .config import Settings
+from .core.runpath import RunRef, parse_project_path
+from .core.scan import DEFAULT_CONCURRENCY, HistoryScan
+from .core.source import HistorySource
+from .core.values import check_row
 from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
-from .queries import OPERATION_NAMES, document
+from .remote.queries import OPERATION_NAMES, document
+from .remote.source import ApiSource, check_run_attrs
+from .remote.transport import RetryPolicy, Transport
 from .resolve import is_local_path, open_local_run
-from .runpath import RunRef, parse_project_path
-from .scan import DEFAULT_CONCURRENCY, HistoryScan
-from .source import HistorySource
-from .transport import RetryPolicy, Transport
-from .values import check_row
 
 log = logging.getLogger("connector.api")
 
 if TYPE_CHECKING:
-    from .rundata import RunData
+    from .core.rundata import RunData
 
 #: Runs listings give up after this many pages in a row with no run but ``hasNextPage`` true.
 MAX_EMPTY_PAGES = 10
@@ -40,7 +40,7 @@ MAX_EMPTY_PAGES = 10
 def _json_field(value: Any, where: str | None = None, name: str = "") -> dict[str, Any]:
     """A JSONString field (config, summaryMetrics) as a dict, leniently as the SDK: text that is not
     a JSON object gives ``{}``. With `where` (a server's answer), a value nested deeper or holding
-    more keys than the row limits of `connector.values` raises `ProtocolError`."""
+    more keys than the row limits of `connector.core.values` raises `ProtocolError`."""
     if isinstance(value, dict):
         parsed: Any = value
     elif not value:
@@ -301,12 +301,12 @@ class Run:
     def from_run_data(cls, run: RunData) -> Run:
         """A `Run` over an in-memory run (a `.wandb` file, a test), with no server.
 
-        >>> from connector.rundata import MemoryRun, RunMeta
+        >>> from connector.core.rundata import MemoryRun, RunMeta
         >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "abc"), rows=[{"_step": 3}]))
         >>> r.id, r.lastHistoryStep
         ('abc', 3)
         """
-        from .local_source import LocalSource
+        from .local.source import LocalSource
 
         meta = run.meta
         attrs = {
@@ -628,11 +628,11 @@ class Run:
 
 
 def _rows_as(rows: list[dict[str, Any]], format: str) -> Any:
-    """Sampled rows as Arrow or Polars, with the column policy of `connector.arrow`."""
+    """Sampled rows as Arrow or Polars, with the column policy of `connector.core.arrow`."""
     import pyarrow as pa
 
-    from .arrow import SchemaPlan
-    from .values import history_keys_from_rows
+    from .core.arrow import SchemaPlan
+    from .core.values import history_keys_from_rows
 
     plan = SchemaPlan.from_history_keys(history_keys_from_rows(rows))
     table = pa.Table.from_batches([plan.to_batch(rows)], schema=plan.schema)

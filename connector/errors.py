@@ -125,7 +125,7 @@ class LocalFileError(ConnectorError):
 
 class RowError(ConnectorError, ValueError):
     """A history row cannot be used: not a JSON object, or nested deeper or holding more keys than
-    the documented limits of `connector.values` (`MAX_DEPTH`, `MAX_KEYS_PER_ROW`).
+    the documented limits of `connector.core.values` (`MAX_DEPTH`, `MAX_KEYS_PER_ROW`).
 
     Rows read from the W&B API never surface as this class: the API source wraps it in a
     `ProtocolError` naming the run and the step window (``raise ... from`` this error).

@@ -3,7 +3,7 @@
 Every function that takes a run (`connector.polars`, `connector.duckdb`, the exporter) calls
 `resolve_run`; ``api=None`` means ``Api()`` configured from the environment.
 
->>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.core.rundata import MemoryRun, RunMeta
 >>> resolve_run(MemoryRun(RunMeta("e", "p", "r1"))).id
 'r1'
 """
@@ -124,8 +124,8 @@ def open_local_run(path: str | os.PathLike[str], **options: Any) -> Run:
 def resolve_run(run: Any, api: Api | None = None) -> Run:
     """A `Run` from a run path, a W&B URL, a `Run`, a `RunData`, or a local file/run directory."""
     from .api import Api, Run
-    from .rundata import RunData
-    from .runpath import RunRef
+    from .core.rundata import RunData
+    from .core.runpath import RunRef
 
     if isinstance(run, Run):
         return run

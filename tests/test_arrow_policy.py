@@ -8,8 +8,8 @@ import math
 import pyarrow as pa
 import pytest
 
-from connector.arrow import EXTRA_COLUMN, SchemaPlan, column_kind
-from connector.values import flatten_row, history_keys_from_rows
+from connector.core.arrow import EXTRA_COLUMN, SchemaPlan, column_kind
+from connector.core.values import flatten_row, history_keys_from_rows
 
 ROWS = [
     {"_step": 0, "_runtime": 0.5, "loss": 1, "acc": 0.25, "flag": True, "name": "a",

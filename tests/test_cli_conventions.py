@@ -80,7 +80,7 @@ def test_bare_command_prints_the_help_and_exits_0(tmp_path: Path) -> None:
 
 
 def test_version(tmp_path: Path) -> None:
-    from connector.cli import version
+    from connector.cli.app import version
 
     proc = cli("--version", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout == f"wandb-history {version()}\n"

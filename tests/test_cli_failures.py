@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from connector import cli
+import connector.cli.app as cli
 from connector.errors import (
     EXIT_CODES,
     ConfigurationError,
@@ -33,7 +33,7 @@ from connector.errors import (
     RedirectError,
     TransportError,
 )
-from connector.transport import RetryPolicy, Transport
+from connector.remote.transport import RetryPolicy, Transport
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "cli-failures-" + "0123456789" * 4
@@ -192,7 +192,7 @@ def test_cli_exits_2_at_once_naming_the_cause(not_wandb: _FakeServer, tmp_path: 
 def test_truncated_bodies_are_still_retried(not_wandb: _FakeServer, caplog: Any) -> None:
     not_wandb.mode = "truncate-once"
     transport = Transport(not_wandb.base_url, API_KEY, retry=RetryPolicy(initial_wait=0.01, max_wait=0.01))
-    caplog.set_level(logging.WARNING, logger="connector.transport")
+    caplog.set_level(logging.WARNING, logger="connector.remote.transport")
     assert transport.execute(VIEWER) == {"viewer": {"id": "1", "entity": "e"}}
     assert not_wandb.count == 2 and transport.stats["retries"] == 1
     assert "retrying 2/20 in" in caplog.text and "truncated answer" in caplog.text

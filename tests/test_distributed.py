@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import assert_equals_scans, same_value  # noqa: E402
 
 from connector.emulator import FaultSpec  # noqa: E402
-from connector.transport import RetryPolicy  # noqa: E402
+from connector.remote.transport import RetryPolicy  # noqa: E402
 
 
 def _canon(table: pa.Table) -> pa.Table:
@@ -74,10 +74,11 @@ def _ray_table(ds: Any) -> pa.Table:
 
 
 def test_ray_reads_a_project_like_the_scans(ray_cluster, api, paths, emulator):
+    import connector.engines.ray
     import connector.ray
 
     ds = connector.ray.read_history("test/synthetic", api=api, partition_steps=1000)
-    datasource = next(op.datasource for op in connector.ray._logical_ops(ds) if hasattr(op, "datasource"))
+    datasource = next(op.datasource for op in connector.engines.ray._logical_ops(ds) if hasattr(op, "datasource"))
     parts = datasource.plan.partitions
     assert len(parts) > len(paths)  # each run is cut in step ranges on multiples of 1000
     assert all(p.lo // 1000 == (p.hi - 1) // 1000 for p in parts)
@@ -142,8 +143,8 @@ def test_ray_shares_one_rate_limit_under_429s(ray_cluster, make_emulator, api_ke
 def test_ray_identity_named_keys_and_unknown_keys(ray_cluster, make_emulator, api_key):
     import connector.ray
     from connector import Api
+    from connector.core.rundata import MemoryRun, RunMeta
     from connector.errors import ConfigurationError
-    from connector.rundata import MemoryRun, RunMeta
 
     rows = [{"_step": i, "run_id": f"mine-{i}", "loss": i / 3} for i in range(30)]
     emu = make_emulator([MemoryRun(RunMeta("e", "p", "r1"), rows=rows)])

@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from connector import Api
-from connector.duckdb import LONG_SCHEMA, register, register_run, register_runs, unregister
-from connector.rundata import MemoryRun, RunMeta
-from connector.runs_table import RUNS_SCHEMA
-from connector.values import flatten_row
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.core.runs_table import RUNS_SCHEMA
+from connector.core.values import flatten_row
+from connector.engines.duckdb import LONG_SCHEMA, register, register_run, register_runs, unregister
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import requests
 
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.core.values import history_keys_from_rows
 from connector.emulator import DEFAULT_API_KEY, Emulator, FaultSpec, SyntheticSpec, synthetic_runs
 from connector.emulator.resolvers import downsample
-from connector.rundata import MemoryRun, RunMeta
-from connector.values import history_keys_from_rows
 
 RUN_QUERY = """#graphql
         query Run($project: String!, $entity: String!, $name: String!) {
@@ -534,7 +534,7 @@ def test_synthetic_determinism_and_shape() -> None:
 
 
 def test_demo_project() -> None:
-    from connector.emulator.demo import demo_runs
+    from connector.emulator.demo_runs import demo_runs
 
     runs = demo_runs()
     assert [(r.meta.entity, r.meta.project) for r in runs] == [("demo", "mnist")] * 3

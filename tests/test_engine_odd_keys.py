@@ -18,10 +18,10 @@ import polars as pl
 import pytest
 
 from connector import Api
-from connector.duckdb import register, register_run, register_runs, unregister
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.engines.duckdb import register, register_run, register_runs, unregister
+from connector.engines.polars import scan_histories, scan_history
 from connector.errors import ConfigurationError
-from connector.polars import scan_histories, scan_history
-from connector.rundata import MemoryRun, RunMeta
 
 NUL = "\x00"
 STEPS = 10
@@ -59,7 +59,7 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 
 def test_column_names_rules() -> None:
     # new with this test: imported here so that the other tests of the module run without it
-    from connector.polars import column_names
+    from connector.engines.polars import column_names
 
     keys = ["_step", f"a{NUL}b", "", "entity", "Loss", "loss", "loss_1", "(empty)", "_extra"]
     assert column_names(keys) == {k: k for k in keys}

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import KINDS, assert_equals_scans, make_dest, read_history, read_states
 
 from connector.api import Api
-from connector.emulator.demo import demo_runs
+from connector.emulator.demo_runs import demo_runs
 from connector.export import export
 
 
@@ -124,7 +124,7 @@ def test_keys_select_columns_never_rows_and_long_layout(kind, demo, tmp_path):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_type_never_changes_and_system_metrics(kind, make_emulator, tmp_path):
-    from connector.rundata import MemoryRun, RunMeta
+    from connector.core.rundata import MemoryRun, RunMeta
 
     run = MemoryRun(RunMeta("e", "p", "r1", state="running"), rows=[{"_step": i, "x": float(i)} for i in range(10)],
                     events=[{"_timestamp": 100.0 + i, "_runtime": float(i), "system.cpu": 5.0 * i} for i in range(6)])

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import KINDS, ROOT, cli_env, make_dest, read_history, same_value  # noqa: E402
 
-from connector.rundata import MemoryRun, RunMeta  # noqa: E402
+from connector.core.rundata import MemoryRun, RunMeta  # noqa: E402
 
 STEPS = [0, 7, 1_700_000_000_000 + 1000 * 0, *(1_700_000_000_000 + 1000 * i for i in range(1, 46)), 2**62, 2**63 - 2]
 CAP = 4 * 2**30  # address space, not RSS: pyarrow and thread stacks reserve much more than they use

@@ -25,8 +25,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import ROOT, cli_env, run_cli  # noqa: E402
 
-from connector.emulator.demo import demo_runs  # noqa: E402
-from connector.export.cli import _print_summary, interrupt_message, report_interrupt  # noqa: E402
+from connector.cli.export import _print_summary, interrupt_message, report_interrupt  # noqa: E402
+from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export.progress import Progress  # noqa: E402
 
 CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # anything but "\n"

@@ -31,9 +31,9 @@ from test_export_support import (  # noqa: E402
 
 from connector.api import Api  # noqa: E402
 from connector.emulator import FaultSpec  # noqa: E402
-from connector.emulator.demo import demo_runs  # noqa: E402
+from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export import export  # noqa: E402
-from connector.transport import RetryPolicy  # noqa: E402
+from connector.remote.transport import RetryPolicy  # noqa: E402
 
 FAST_RETRY = RetryPolicy(max_attempts=30, deadline=60, initial_wait=0.01, max_wait=0.05)
 ARGS = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2"]

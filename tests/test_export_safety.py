@@ -28,10 +28,10 @@ from test_export_support import (  # noqa: E402
 )
 
 from connector.api import Api  # noqa: E402
+from connector.core.rundata import MemoryRun, RunMeta  # noqa: E402
 from connector.emulator import synthetic_runs  # noqa: E402
-from connector.emulator.demo import demo_runs  # noqa: E402
+from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export import export  # noqa: E402
-from connector.rundata import MemoryRun, RunMeta  # noqa: E402
 
 
 @pytest.fixture

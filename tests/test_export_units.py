@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from connector.api import Run
+from connector.core.rundata import MemoryRun, RunMeta
 from connector.errors import ConfigurationError
 from connector.export.checkpoint import JsonStateStore, StateKey, StreamState, key_set_id
 from connector.export.limiter import AimdLimiter
@@ -17,7 +18,6 @@ from connector.export.plan import ExportOptions, plan_run, slot_chunks
 from connector.export.sinks.dest import parse_destination, redact_url
 from connector.export.sinks.postgres import column_identifier
 from connector.export.tables import conform, mark_json_columns, to_long, with_run_columns
-from connector.rundata import MemoryRun, RunMeta
 
 
 def _run(n: int, state: str = "finished", start: int = 0) -> Run:
@@ -146,7 +146,7 @@ def test_docstring_examples_run():
 
     for name in (
         "connector.export", "connector.export.checkpoint", "connector.export.plan", "connector.export.tables",
-        "connector.export.limiter", "connector.export.progress", "connector.export.runner", "connector.export.cli",
+        "connector.export.limiter", "connector.export.progress", "connector.export.runner", "connector.cli.export",
         "connector.export.sources", "connector.export.dlt", "connector.export.sinks.dest",
         "connector.export.sinks.base", "connector.export.sinks.duckdb", "connector.export.sinks.parquet",
         "connector.export.sinks.postgres",
@@ -166,7 +166,7 @@ def test_import_connector_stays_light():
 
 def test_run_filters_select_runs_over_http(make_emulator, tmp_path):
     from connector.api import Api
-    from connector.emulator.demo import demo_runs
+    from connector.emulator.demo_runs import demo_runs
     from connector.export import export
 
     emu = make_emulator(demo_runs())

@@ -354,7 +354,7 @@ def _child(mode: str, url: str, api_key: str, path: str, truth_file: str, tmp: s
 
     import connector.export
     from connector import Api
-    from connector.transport import RetryPolicy
+    from connector.remote.transport import RetryPolicy
     from tests.compare import assert_same_rows
 
     with open(truth_file, "rb") as f:
@@ -547,10 +547,10 @@ def test_hostile_server_mode(mode: str, outcomes: dict[str, Future[dict[str, Any
 def test_full_scan_short_of_the_line_count_warns(hostile: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
     """historyLineCount is a hint: a full scan that reads far fewer rows warns, naming both numbers."""
     from connector import Api
-    from connector.transport import RetryPolicy
+    from connector.remote.transport import RetryPolicy
 
     fast = RetryPolicy(max_attempts=2, deadline=5, initial_wait=0.01, max_wait=0.01)
-    caplog.set_level(logging.WARNING, logger="connector.scan")
+    caplog.set_level(logging.WARNING, logger="connector.core.scan")
     empty = Api(api_key=hostile["api_key"], base_url=f"{hostile['url']}/history-empty", retry=fast)
     assert list(empty.run(hostile["path"]).scan_history()) == []
     assert f"run {hostile['path']}: a full scan read 0 rows but the run reports historyLineCount 3000" in caplog.text
@@ -565,7 +565,7 @@ def test_export_short_of_the_line_count_is_reported(hostile: dict[str, Any], tmp
     """Stumble: a server answering empty history pages made export exit 0 with 0 rows, silently."""
     from connector import Api
     from connector.export import export
-    from connector.transport import RetryPolicy
+    from connector.remote.transport import RetryPolicy
 
     fast = RetryPolicy(max_attempts=2, deadline=5, initial_wait=0.01, max_wait=0.01)
     empty = Api(api_key=hostile["api_key"], base_url=f"{hostile['url']}/history-empty", retry=fast)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import ROOT, cli_env, read_history, run_cli  # noqa: E402
 
 from connector.api import Api  # noqa: E402
-from connector.emulator.demo import demo_runs  # noqa: E402
+from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export import export  # noqa: E402
 
 ARGS = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2"]

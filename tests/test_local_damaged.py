@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wandb_files import Produced, diff_rows, produce, sdk_decode  # noqa: E402
 
 import connector  # noqa: E402
+from connector.core.rundata import RunData  # noqa: E402
 from connector.errors import ConnectorError, LocalFileError  # noqa: E402
 from connector.local import DamagedRecordWarning, load_run, load_runs  # noqa: E402
 from connector.resolve import is_local_path, open_local, open_local_run, resolve_run  # noqa: E402
-from connector.rundata import RunData  # noqa: E402
 
 pytest.importorskip("wandb", reason="the official SDK produces the test files")
 

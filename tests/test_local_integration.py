@@ -108,8 +108,8 @@ def test_local_runs_open_like_remote_ones(offline: Path) -> None:
 
 
 def test_polars_duckdb_and_export_read_local_runs(offline: Path, tmp_path: Path) -> None:
-    from connector.duckdb import register_run
-    from connector.polars import scan_history
+    from connector.engines.duckdb import register_run
+    from connector.engines.polars import scan_history
 
     run = max(load_runs(offline), key=lambda r: len(r.steps()))
     run_dir = next(d for d in offline.iterdir() if run.meta.run_id in d.name)

@@ -35,6 +35,7 @@ from wandb_files import (  # noqa: E402
     sdk_env,
 )
 
+from connector.core.rundata import MemoryRun, RunData  # noqa: E402
 from connector.errors import LocalFileError  # noqa: E402
 from connector.local import (  # noqa: E402
     DamagedRecordWarning,
@@ -45,7 +46,6 @@ from connector.local import (  # noqa: E402
     read_run,
 )
 from connector.local.framing import BLOCK, FIRST, FULL, HEADER, LAST, MIDDLE, encode_chunk  # noqa: E402
-from connector.rundata import MemoryRun, RunData  # noqa: E402
 
 pytest.importorskip("wandb", reason="the official SDK produces the test files")
 

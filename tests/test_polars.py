@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from connector import Api
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.core.values import flatten_row
+from connector.engines.polars import scan_histories, scan_history
 from connector.errors import ConfigurationError, NotFoundError
-from connector.polars import scan_histories, scan_history
-from connector.rundata import MemoryRun, RunMeta
-from connector.values import flatten_row
 
 step = pl.col("_step")
 

@@ -1,4 +1,4 @@
-"""`connector.pushdown`: Polars predicates → step ranges, value sets and the exact residual filter.
+"""`connector.engines.pushdown`: Polars predicates → step ranges, value sets and the exact residual filter.
 
 The central property: whatever the predicate, every row it keeps lies inside the extracted ranges and
 value sets (extraction is a superset), checked against Polars evaluating the predicate itself.
@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from polars.io.plugins import register_io_source
 
-from connector.pushdown import (
+from connector.engines.pushdown import (
     NEG_INF,
     POS_INF,
     Pushdown,

@@ -8,7 +8,7 @@ import pytest
 from graphql import OperationDefinitionNode, parse, print_ast, validate
 
 from connector.emulator.graphql_app import load_schema
-from connector.queries import OPERATION_NAMES, document, names
+from connector.remote.queries import OPERATION_NAMES, document, names
 
 # name -> (operation name in the document, {variable: type}, root path, leaf field and its arguments)
 CAPTURED = {

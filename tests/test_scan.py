@@ -13,11 +13,11 @@ import pytest
 
 from connector import Api
 from connector.api import Run
-from connector.api_source import ApiSource
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.core.scan import HistoryScan
 from connector.errors import ConfigurationError
-from connector.local_source import LocalSource
-from connector.rundata import MemoryRun, RunMeta
-from connector.scan import HistoryScan
+from connector.local.source import LocalSource
+from connector.remote.source import ApiSource
 from tests.compare import assert_same_rows
 
 

@@ -21,10 +21,10 @@ import duckdb
 import pytest
 
 from connector import Api
-from connector.duckdb import register, register_run, register_runs, unregister
-from connector.rundata import MemoryRun, RunMeta
-from connector.runs_table import RUNS_SCHEMA
-from connector.values import flatten_row
+from connector.core.rundata import MemoryRun, RunMeta
+from connector.core.runs_table import RUNS_SCHEMA
+from connector.core.values import flatten_row
+from connector.engines.duckdb import register, register_run, register_runs, unregister
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wandb_files import produce  # noqa: E402

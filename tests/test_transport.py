@@ -19,7 +19,7 @@ from connector.errors import (
     ServerError,
     TransportError,
 )
-from connector.transport import RetryPolicy, Transport, _retry_after_seconds
+from connector.remote.transport import RetryPolicy, Transport, _retry_after_seconds
 from tests.compare import assert_same_rows
 
 FAST = RetryPolicy(max_attempts=30, deadline=30, initial_wait=0.001, max_wait=0.01)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from connector.core.values import flatten_row, history_keys_from_rows, value_type
 from connector.emulator import synthetic_runs
-from connector.values import flatten_row, history_keys_from_rows, value_type
 
 
 def row_by_row(rows):

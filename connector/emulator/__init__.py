@@ -1,6 +1,6 @@
 """A W&B API emulator: the GraphQL subset the official SDK and this connector use, over real HTTP.
 
-Serves `connector.rundata.RunData` objects (synthetic runs, runs loaded from `.wandb` files, or
+Serves `connector.core.rundata.RunData` objects (synthetic runs, runs loaded from `.wandb` files, or
 in-memory runs) so that the official ``wandb`` SDK (0.31) and the connector read them as from W&B.
 
 >>> from connector.emulator import Emulator, synthetic_runs

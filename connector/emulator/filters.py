@@ -16,7 +16,7 @@ plus implicit equality (``{"state": "finished"}``). A comparison between values 
 Order: ``[+|-]<field>`` (default ``+created_at``); missing values sort first ascending; ties are
 broken by created time then run id.
 
->>> from connector.rundata import RunMeta
+>>> from connector.core.rundata import RunMeta
 >>> m = RunMeta("e", "p", "r1", state="finished", config={"lr": 0.1}, tags=["a", "b"])
 >>> matches(m, {"$and": [{"state": "finished"}, {"config.lr": {"$gt": 0.05}}, {"tags": "a"}]})
 True
@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..rundata import RunMeta
+from ..core.rundata import RunMeta
 
 _MISSING = object()
 _ALIASES = {

@@ -87,7 +87,7 @@ def serve(
     for spec in synthetic:
         runs.extend(synthetic_runs(SyntheticSpec.parse(spec)))
     if demo:
-        from .demo import demo_runs
+        from .demo_runs import demo_runs
 
         runs.extend(demo_runs())
     for path in paths:
@@ -129,7 +129,7 @@ def serve(
 def announcement(base_url: str, api_key: str, runs: Sequence[Any]) -> str:
     """The lines `serve` prints with ``announce=True`` (no trailing newline).
 
-    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> from connector.core.rundata import MemoryRun, RunMeta
     >>> runs = [MemoryRun(RunMeta("local", "wandb", r)) for r in ("a", "b")] + [MemoryRun(RunMeta("e", "p", "c"))]
     >>> print(announcement("http://127.0.0.1:8080", "k" * 40, runs))  # doctest: +ELLIPSIS
     export WANDB_BASE_URL=http://127.0.0.1:8080

@@ -62,7 +62,7 @@ from typing import Any
 
 import orjson
 
-from ..rundata import RunData
+from ..core.rundata import RunData
 from .faults import FaultPlan, FaultSpec
 from .graphql_app import GraphQLApp
 from .resolvers import Counted

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ..rundata import MemoryRun, RunData, RunMeta
+from ..core.rundata import MemoryRun, RunData, RunMeta
 
 
 def encode_row(row: dict[str, Any]) -> bytes:

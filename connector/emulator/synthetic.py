@@ -63,9 +63,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.rundata import RunMeta
+from ..core.values import history_keys_from_rows
 from ..errors import ConfigurationError
-from ..rundata import RunMeta
-from ..values import history_keys_from_rows
 
 NAMED_KEYS = (
     "loss", "acc", "lr", "grad_norm", "epoch", "train", "val_loss", "hist", "loss_scale", "phase",

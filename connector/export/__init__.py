@@ -1,13 +1,13 @@
 """Checkpointed batch export of run history into DuckDB, PostgreSQL or a Parquet dataset.
 
 ``export(sources, to, **options)`` is the Python form of ``wandb-history export SOURCE... --to DEST``
-(see `connector.export.cli` for every option). It is incremental: watermarks per (run, stream,
+(see `connector.cli.export` for every option). It is incremental: watermarks per (run, stream,
 key set) are committed with the data, so a re-run fetches only new steps and a crashed or
 interrupted export resumes where it stopped. Modules: `plan` (what to fetch), `checkpoint`
 (watermarks, atomic state files, the crash hook), `sinks` (destinations), `limiter` (shared AIMD
 concurrency), `progress`, `runner`, `cli`.
 
->>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.core.rundata import MemoryRun, RunMeta
 >>> import tempfile, os
 >>> run = MemoryRun(RunMeta("e", "p", "r1"), rows=[{"_step": i, "loss": i / 2} for i in range(5)])
 >>> db = os.path.join(tempfile.mkdtemp(), "h.duckdb")
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..api import Api
-    from ..transport import RetryPolicy
+    from ..remote.transport import RetryPolicy
     from .progress import Progress
     from .runner import ExportSummary
 

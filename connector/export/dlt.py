@@ -17,7 +17,7 @@ data (the same contract as the built-in sinks: last committed step per run and k
 `iter_history_tables` is the dlt-free core, usable with any loader that can commit a dict of state
 with the data:
 
->>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.core.rundata import MemoryRun, RunMeta
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "x": 1.0} for i in range(25)])
 >>> marks = {}
 >>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)], marks
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..scan import HistoryScan
+from ..core.scan import HistoryScan
 from .checkpoint import StreamState
 from .plan import ExportOptions, plan_run, run_columns, slot_chunks
 from .sources import Damaged, Missing, iter_runs

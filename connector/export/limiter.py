@@ -6,7 +6,7 @@
   once per `cooldown` window, so a burst of 429s from the requests already in flight counts once.
 * After ``limit`` consecutive successes the limit grows by one (additive increase) up to the maximum.
 
-The limiter is a `connector.transport.AttemptGate`: ``transport.with_gate(limiter)`` makes every HTTP
+The limiter is a `connector.remote.transport.AttemptGate`: ``transport.with_gate(limiter)`` makes every HTTP
 attempt (retries included) take a slot; tenacity's backoff sleeps happen outside the slot.
 
 >>> lim = AimdLimiter(4)

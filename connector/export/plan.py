@@ -230,7 +230,7 @@ def plan_run(
     `chunk_steps` overrides the chunking (the run's files in another key set already use it).
 
     >>> from connector.api import Run
-    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> from connector.core.rundata import MemoryRun, RunMeta
     >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i} for i in range(30)]))
     >>> p = plan_run(r, None, ExportOptions(chunk_steps=10))
     >>> p.action, [(x.lo, x.hi, x.watermark) for x in p.ranges]
@@ -296,7 +296,7 @@ def unknown_keys(keys: Sequence[str], runs: Sequence[Run]) -> list[str]:
     """The requested keys that no run logged (a nested parent counts when a run logged a leaf).
 
     >>> from connector.api import Run
-    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> from connector.core.rundata import MemoryRun, RunMeta
     >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "loss": 1.0, "t": {"a": 1}}]))
     >>> unknown_keys(["loss", "t", "los"], [r])
     ['los']

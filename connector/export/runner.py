@@ -60,11 +60,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..arrow import SchemaPlan
+from ..core.arrow import SchemaPlan
+from ..core.scan import HistoryScan
+from ..core.values import history_keys_from_rows
 from ..errors import ConfigurationError
-from ..scan import HistoryScan
-from ..transport import RetryPolicy
-from ..values import history_keys_from_rows
+from ..remote.transport import RetryPolicy
 from .checkpoint import EVENTS, STEP_STREAMS, StateKey, StreamState
 from .limiter import AimdLimiter
 from .plan import (
@@ -541,9 +541,9 @@ class Exporter:
 
     def _check_line_count(self, plan: RunPlan, rows: int) -> None:
         """A whole-run export whose row count disagrees with ``historyLineCount`` beyond its
-        staleness allowance (`connector.scan.LINE_COUNT_SLACK_ROWS` / `_SHARE`) is reported: the
+        staleness allowance (`connector.core.scan.LINE_COUNT_SLACK_ROWS` / `_SHARE`) is reported: the
         count is a hint, never a proof, so this warns (summary ``warnings``) and does not fail."""
-        from ..scan import LINE_COUNT_SLACK_ROWS, LINE_COUNT_SLACK_SHARE
+        from ..core.scan import LINE_COUNT_SLACK_ROWS, LINE_COUNT_SLACK_SHARE
 
         o, lines = self.options, plan.line_count
         whole = plan.action in ("new", "rewound") and o.min_step == 0 and o.max_step is None

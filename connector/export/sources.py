@@ -101,7 +101,7 @@ def iter_runs(
     `skip_damaged` also skips damaged records inside otherwise readable files.
     """
     from ..api import Run
-    from ..rundata import RunData
+    from ..core.rundata import RunData
 
     flt = build_filters(filters, run_states, run_ids)
     for source in sources:
@@ -113,7 +113,7 @@ def iter_runs(
             yield from _local(source, skip_damaged)
         elif isinstance(source, str) and _is_project(source):
             api: Api = api_factory()
-            from ..runpath import parse_project_path
+            from ..core.runpath import parse_project_path
 
             entity, project = parse_project_path(source, default_entity=api.settings.entity or api.default_entity)
             listing = Listing(entity, project, exhaustive=not flt)

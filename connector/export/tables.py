@@ -1,7 +1,7 @@
 """Arrow shapes of the exported tables, and the transforms every sink shares.
 
 Wide layout (``history``): ``entity, project, run_id, _step`` then one column per flattened key (the
-column policy of `connector.arrow`: float64, bool, string, JSON text) and ``_extra``. Primary key
+column policy of `connector.core.arrow`: float64, bool, string, JSON text) and ``_extra``. Primary key
 ``(entity, project, run_id, _step)``.
 
 Long layout (``history_long``): one row per (run, step, key) holding a non-null value:
@@ -25,7 +25,7 @@ state file), so two keys never share a column and a key is never fatal.
 
 Types never change once written: `conform` keeps a column's first type for the whole destination; a
 later value of another type moves to ``_extra`` for its row (merged into that row's JSON object), as
-`connector.arrow` does within a scan.
+`connector.core.arrow` does within a scan.
 
 >>> import pyarrow as pa
 >>> t = pa.table({"_step": [0, 1], "loss": ["a", None], "_extra": [None, None]})
@@ -45,7 +45,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow import BOOL, EXTRA_COLUMN, FLOAT, INT, JSON, STEP_COLUMN, STRING, dumps_json, fit_value
+from ..core.arrow import (
+    BOOL,
+    EXTRA_COLUMN,
+    FLOAT,
+    INT,
+    JSON,
+    STEP_COLUMN,
+    STRING,
+    dumps_json,
+    fit_value,
+)
 
 RUN_COLUMNS = ("entity", "project", "run_id")
 TIMESTAMP_COLUMN = "_timestamp"

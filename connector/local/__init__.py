@@ -2,7 +2,7 @@
 
 The reader has its own framing (`framing`), protobuf wire decoder (`wire`), message decoders
 (`records`) and rebuild rules (`rebuild`, which documents how rows, config, summary, events and
-the run state are derived). Runs come back as `connector.rundata.MemoryRun` objects (the
+the run state are derived). Runs come back as `connector.core.rundata.MemoryRun` objects (the
 `LocalRun` subclass), the same `RunData` every other source produces.
 
 >>> from connector.local import load_runs, read_run  # doctest: +SKIP

@@ -51,9 +51,9 @@ from typing import Any
 
 import orjson
 
+from ..core.rundata import MemoryRun, RunMeta
+from ..core.values import flatten_row
 from ..errors import LocalFileError
-from ..rundata import MemoryRun, RunMeta
-from ..values import flatten_row
 from . import records as rec
 from .framing import DamagedRecordWarning, iter_file_payloads
 from .limits import (

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from ...arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
 from ...errors import ConnectorError
 from ...sqlfiles import sql_text
 from ..checkpoint import EVENTS, STEP_STREAMS, JsonStateStore, StateKey, StreamState, crash_point
@@ -263,7 +263,7 @@ class SqlSink:
 
     # -- runs ------------------------------------------------------------------------------------
     def begin_run(self, run_row: dict[str, Any], reset: Sequence[StreamState] = ()) -> None:
-        from ...runs_table import RUNS_SCHEMA
+        from ...core.runs_table import RUNS_SCHEMA
 
         table = pa.Table.from_pylist([run_row], schema=RUNS_SCHEMA)
         with self.lock:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ...arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
 from ...errors import ConfigurationError, DestinationError
 from ..checkpoint import EVENTS, JsonStateStore, StateKey, StreamState, crash_point
 from ..tables import (
@@ -388,7 +388,7 @@ class LakeSink:
 
     # -- end -------------------------------------------------------------------------------------
     def finish(self) -> None:
-        from ...runs_table import RUNS_SCHEMA
+        from ...core.runs_table import RUNS_SCHEMA
 
         with self.lock:
             if self._runs:

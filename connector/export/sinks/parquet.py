@@ -64,7 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ...arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
 from ...errors import DestinationError
 from ..checkpoint import (
     ALL_KEYS,
@@ -299,7 +299,7 @@ def _merge_states(final: Path, checkpoint: str | None, runs: set[tuple[Any, ...]
 
 
 def _merge_runs_file(final: Path, staging: Path) -> None:
-    from ...runs_table import RUNS_SCHEMA
+    from ...core.runs_table import RUNS_SCHEMA
 
     staged = staging / RUNS_TABLE / "runs.parquet"
     if not staged.exists():
@@ -492,7 +492,7 @@ class ParquetSink:
 
     # -- end -------------------------------------------------------------------------------------
     def finish(self) -> None:
-        from ...runs_table import RUNS_SCHEMA
+        from ...core.runs_table import RUNS_SCHEMA
 
         path = self.root / RUNS_TABLE / "runs.parquet"
         rows = _runs_rows(path)
@@ -541,7 +541,7 @@ def _merge_file(
 
 def _merge_columns(inside: pa.Table, new: pa.Table, replaced: set[str]) -> pa.Table:
     """Join the kept columns of the old rows onto the new rows by ``_step`` (full outer)."""
-    from ...arrow import dumps_json
+    from ...core.arrow import dumps_json
     from ..tables import _parse_extra
 
     drop = [c for c in inside.column_names if c in replaced or c in new.column_names and c not in (STEP_COLUMN, EXTRA_COLUMN)]

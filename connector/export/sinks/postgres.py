@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ...arrow import EXTRA_COLUMN
+from ...core.arrow import EXTRA_COLUMN
 from ...errors import ConfigurationError, ConnectorError, DestinationBusyError, DestinationError
 from ..tables import RUNS_TABLE, _merge_extra, column_for_key
 from .base import SqlSink

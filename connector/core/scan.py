@@ -2,7 +2,7 @@
 
 A scan is an immutable description (run, keys or columns, step window, page size). Iterating it gives
 SDK-shaped dict rows; `to_batches()` and the other terminal methods give Arrow with one fixed schema
-(see `connector.arrow`). Each iteration starts again from `min_step`.
+(see `connector.core.arrow`). Each iteration starts again from `min_step`.
 
 Three modes:
 
@@ -14,7 +14,7 @@ Three modes:
 Memory is bounded by ``concurrency × page_size`` rows, not by the length of the run.
 
 Pages are checked as they are assembled: besides the per-answer checks of the source (see
-`connector.api_source`), every page must start after the last step of the page before it, so no step
+`connector.remote.source`), every page must start after the last step of the page before it, so no step
 comes back twice in one scan; a row set Arrow cannot hold is an error naming the run and the window.
 Errors are `ProtocolError` for the W&B API (`RowError` for other sources), with the cause attached.
 
@@ -24,8 +24,8 @@ run) reads a number of rows that differs from it by more than the staleness allo
 names the run and both numbers. More rows than promised are expected of a running run and not
 reported for one.
 
->>> from connector.rundata import MemoryRun, RunMeta
->>> from connector.local_source import LocalSource
+>>> from connector.core.rundata import MemoryRun, RunMeta
+>>> from connector.local.source import LocalSource
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "loss": i / 2} for i in range(5)])
 >>> scan = HistoryScan(LocalSource(run), min_step=1, max_step=3)
 >>> [row["_step"] for row in scan], scan.to_arrow().num_rows
@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .api_source import ApiSource
+from ..errors import ConfigurationError, ConnectorError, ProtocolError, RowError
+from ..remote.source import ApiSource
 from .arrow import FLOAT, SchemaPlan
-from .errors import ConfigurationError, ConnectorError, ProtocolError, RowError
 from .planner import plan_windows, window_samples
 from .source import HistorySource, Page, Window
 
@@ -63,7 +63,7 @@ _CONVERSION_ERRORS = (
     pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError, MemoryError,
 )  # fmt: skip
 
-log = logging.getLogger("connector.scan")
+log = logging.getLogger("connector.core.scan")
 _NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -134,8 +134,8 @@ class HistoryScan:
     def with_options(self, **changes: Any) -> HistoryScan:
         """A copy of this scan with other options (it plans afresh).
 
-        >>> from connector.rundata import MemoryRun, RunMeta
-        >>> from connector.local_source import LocalSource
+        >>> from connector.core.rundata import MemoryRun, RunMeta
+        >>> from connector.local.source import LocalSource
         >>> s = HistoryScan(LocalSource(MemoryRun(RunMeta("e", "p", "r"))))
         >>> s.with_options(min_step=10).min_step
         10
@@ -381,7 +381,7 @@ class HistoryScan:
 
     def to_duckdb(self, con: Any, name: str) -> Any:
         """Fetch this scan and register it in DuckDB as `name` (no pushdown: see connector.duckdb)."""
-        from .duckdb import scan_to_duckdb
+        from ..engines.duckdb import scan_to_duckdb
 
         return scan_to_duckdb(self, con, name)
 

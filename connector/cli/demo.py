@@ -11,17 +11,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .sqlfiles import sql_text
+from ..sqlfiles import sql_text
 
 
 def run_demo(to: str = "demo.duckdb", *, out=None) -> int:  # type: ignore[no-untyped-def]
     """Export the demo project to the DuckDB file `to` and print a summary query; returns 0."""
     import duckdb
 
-    from .api import Api
-    from .emulator import Emulator
-    from .emulator.demo import demo_runs
-    from .export import export
+    from ..api import Api
+    from ..emulator import Emulator
+    from ..emulator.demo_runs import demo_runs
+    from ..export import export
 
     out = out or sys.stdout
     with Emulator(demo_runs()) as emu:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 _NAME = re.compile(r"^[^/\s:]+$")
 

@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from .errors import (
+from ..errors import (
     EXIT_CODES,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -72,7 +72,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--project", default=None, help="project for local runs that have none")
 
     def run(args: argparse.Namespace) -> int:
-        from .emulator import serve
+        from ..emulator import serve
 
         local = {k: v for k, v in (("entity", args.entity), ("project", args.project)) if v}
         serve(
@@ -106,7 +106,7 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
 
     def run(args: argparse.Namespace) -> int:
-        from .export.status import print_status
+        from ..export.status import print_status
 
         return print_status(args.dest, as_json=args.json, checkpoint=args.checkpoint)
 
@@ -128,8 +128,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _adders() -> list[SubcommandAdder]:
-    from .export.cli import add_parser as add_export
-    from .sqlcli import add_parser as add_sql
+    from .export import add_parser as add_export
+    from .sql import add_parser as add_sql
 
     return [_add_serve, add_export, _add_status, add_sql, _add_demo]
 
@@ -169,7 +169,7 @@ def version() -> str:
     try:
         return metadata.version("wandb-history-connector")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .._version import __version__
 
         return __version__
 
@@ -239,6 +239,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix}: internal error: {detail}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
 
-
-if __name__ == "__main__":
-    sys.exit(main())

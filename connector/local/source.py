@@ -1,6 +1,6 @@
 """In-memory runs (`.wandb` files, tests) as a `HistorySource`, with the same semantics as the API.
 
->>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.core.rundata import MemoryRun, RunMeta
 >>> src = LocalSource(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "a": 1.0}, {"_step": 5}]))
 >>> [r["_step"] for r in src.fetch_rows(Window(0, 5), 10).rows]
 [0]
@@ -15,10 +15,10 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from .rundata import RunData
-from .runpath import RunRef
-from .source import Page, Window
-from .values import flatten_row
+from ..core.rundata import RunData
+from ..core.runpath import RunRef
+from ..core.source import Page, Window
+from ..core.values import flatten_row
 
 
 def _downsample(rows: list[dict[str, Any]], samples: int) -> list[dict[str, Any]]:

@@ -71,8 +71,8 @@ import urllib3
 import urllib3.connection
 from requests.adapters import HTTPAdapter
 
-from . import __version__
-from .errors import (
+from .._version import __version__
+from ..errors import (
     AuthenticationError,
     ConfigurationError,
     EndpointError,
@@ -86,7 +86,7 @@ from .errors import (
     TransportError,
 )
 
-log = logging.getLogger("connector.transport")
+log = logging.getLogger("connector.remote.transport")
 
 #: The largest answer body accepted, as sent and after decompression (see the module docstring).
 DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024

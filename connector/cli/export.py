@@ -102,7 +102,7 @@ def _plural(n: int, word: str) -> str:
 
 def _redact_arg(arg: str) -> str:
     """A command-line argument with the password of any URL in it replaced by ``***``."""
-    from .sinks.dest import redact_url
+    from ..export.sinks.dest import redact_url
 
     if "://" not in arg:
         return arg
@@ -188,9 +188,9 @@ def _reports_interrupt(func: Callable[[argparse.Namespace], int]) -> Callable[[a
 
 @_reports_interrupt
 def run(args: argparse.Namespace) -> int:
-    from ..transport import RetryPolicy
-    from . import export
-    from .progress import Progress
+    from ..export import export
+    from ..export.progress import Progress
+    from ..remote.transport import RetryPolicy
 
     progress = Progress(quiet=args.quiet or args.json)
     summary = export(args.sources, args.to, progress=progress, retry=RetryPolicy(deadline=args.timeout), **_options(args))

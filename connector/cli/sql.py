@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import errors
-from .errors import ConfigurationError, ConnectorError
+from .. import errors
+from ..errors import ConfigurationError, ConnectorError
 
 if TYPE_CHECKING:
-    from .api import Api
+    from ..api import Api
 
 FORMATS = ("table", "csv", "json", "parquet")
 EXTENSIONS = {
@@ -156,7 +156,7 @@ def run_sql(
     """
     import duckdb
 
-    from .duckdb import register, unregister
+    from ..engines.duckdb import register, unregister
 
     fmt = output_format(fmt, output)
     if fmt == "parquet" and output is None:
@@ -261,8 +261,8 @@ def _api(timeout: float) -> Api | None:
     None when the environment is unusable (a malformed ``WANDB_BASE_URL``): the macros then make
     ``Api()`` at their first remote query and raise that error there, so local-only queries still run.
     """
-    from .api import Api
-    from .transport import RetryPolicy
+    from ..api import Api
+    from ..remote.transport import RetryPolicy
 
     try:
         return Api(retry=RetryPolicy(deadline=timeout))

@@ -3,7 +3,7 @@
 Its DDL lives in `sql/runs_table.sql` (DuckDB) and `sql/postgres_runs_table.sql`; `wandb_runs()` in
 SQL and the exporter's `runs` table both use `RUNS_SCHEMA`.
 
->>> from connector.rundata import MemoryRun, RunMeta
+>>> from connector.core.rundata import MemoryRun, RunMeta
 >>> from connector.api import Run
 >>> runs_to_arrow([Run.from_run_data(MemoryRun(RunMeta("e", "p", "r1"), rows=[{"_step": 4}]))]).column("last_step").to_pylist()
 [4]
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from .api import Run
+    from ..api import Run
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -96,7 +96,7 @@ def app_url_of(api: object) -> str | None:
 def run_details(run: Run, app_url: str | None = None) -> dict[str, object]:
     """One row of `RUN_DETAILS_SCHEMA` (config and summary as JSON text; url only with `app_url`).
 
-    >>> from connector.rundata import MemoryRun, RunMeta
+    >>> from connector.core.rundata import MemoryRun, RunMeta
     >>> from connector.api import Run
     >>> run = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r1", display_name="first", group="g")))
     >>> d = run_details(run, "https://wandb.ai"); d["display_name"], d["group"], d["url"]

@@ -29,7 +29,7 @@ def _read(name: str) -> str:
 
 @cache
 def document(name: str) -> str:
-    """The text of `connector/queries/<name>.graphql`, with the fragments it spreads appended
+    """The text of `connector/remote/queries/<name>.graphql`, with the fragments it spreads appended
     (as the official client concatenates its `RunFragment`)."""
     text = _read(name)
     for fragment, file in FRAGMENTS.items():

@@ -3,7 +3,7 @@
 The schema is fixed before the first page, from the type counts in `historyKeys`, so every batch of a
 scan has the same schema (DuckDB and Polars need it at bind time).
 
-Column policy (one column per flattened key, see `connector.values.flatten_row`):
+Column policy (one column per flattened key, see `connector.core.values.flatten_row`):
 
 ==============================  =================================================================
 key's types in `historyKeys`    column

@@ -1,7 +1,7 @@
 """The seam every part speaks to: a source yields pages of history rows for (run, step window, keys).
 
-Two sources implement it: `connector.api_source.ApiSource` (the W&B GraphQL API) and
-`connector.local_source.LocalSource` (`.wandb` files and other in-memory runs). Scans, the Polars and
+Two sources implement it: `connector.remote.source.ApiSource` (the W&B GraphQL API) and
+`connector.local.source.LocalSource` (`.wandb` files and other in-memory runs). Scans, the Polars and
 DuckDB adapters and the exporter only use this protocol.
 
 Windows are half-open: ``Window(lo, hi)`` holds steps ``lo <= _step < hi``.

@@ -6,7 +6,7 @@ tagged `_type`, lists as lists, numbers as int or float (NaN and ±inf included)
 Flattening (the column view) joins nested plain-dict keys with ``.``, as W&B's own parquet exports do.
 Media dicts (tagged `_type`), lists and empty dicts are leaves. When a literal dotted key (``"a.b"``)
 and a nested path (``{"a": {"b": ...}}``) flatten to the same name in one row, the literal key wins and
-the nested value is reported as a collision, so the caller can keep it (see `connector.arrow`).
+the nested value is reported as a collision, so the caller can keep it (see `connector.core.arrow`).
 
 >>> flatten_row({"_step": 1, "train": {"loss": 0.5, "h": {"_type": "histogram", "bins": [0, 1]}}})
 ({'_step': 1, 'train.loss': 0.5, 'train.h': {'_type': 'histogram', 'bins': [0, 1]}}, {})
@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from .errors import RowError
+from ..errors import RowError
 
 SPECIAL_KEYS = ("_step", "_runtime", "_timestamp")
 

@@ -16,7 +16,7 @@ Every answer is checked before it is used; the server is never trusted. Each of 
 * a run object with missing or mistyped fields (`check_run_attrs`);
 * more rows than ``samples`` allowed;
 * a row that is not a JSON object, nests deeper or holds more keys than the limits of
-  `connector.values`, has no integer ``_step``, a step outside the requested window
+  `connector.core.values`, has no integer ``_step``, a step outside the requested window
   ``[minStep, maxStep)``, or a step twice in one answer (rows out of order are sorted).
 
 Full rows stay JSON text until the scan decodes them (`HistoryPage.decode`, in the consuming thread);
@@ -36,12 +36,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import ConnectorError, NotFoundError, ProtocolError, RowError
-from .queries import OPERATION_NAMES, document
-from .runpath import RunRef
-from .source import Page, Window
-from .transport import Transport
-from .values import (
+from ..core.runpath import RunRef
+from ..core.source import Page, Window
+from ..core.values import (
     MAX_DEPTH,
     MAX_KEYS_PER_ROW,
     SCALAR_TYPES,
@@ -49,6 +46,9 @@ from .values import (
     flatten_row,
     parse_row,
 )
+from ..errors import ConnectorError, NotFoundError, ProtocolError, RowError
+from .queries import OPERATION_NAMES, document
+from .transport import Transport
 
 SPECS_PER_REQUEST = 16
 INT64_MAX = 2**63 - 1
@@ -329,7 +329,7 @@ class ApiSource:
                 row = loads(text)
             except orjson.JSONDecodeError:  # NaN/Infinity tokens (or worse): parse_row decides
                 row = None
-            # parse_row's checks, inlined for the usual row (see connector.values.parse_row)
+            # parse_row's checks, inlined for the usual row (see connector.core.values.parse_row)
             if row.__class__ is not dict or (
                 len(text) > 2 * depth and (text.count("{") + text.count("[") > depth or len(text) > 4 * MAX_KEYS_PER_ROW)
             ):

@@ -1,0 +1,7 @@
+"""`python -m connector.cli` runs the `wandb-history` command."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
