@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
-from .core.runpath import RunRef, parse_project_path
+from .core.runpath import RunRef, is_local_path, parse_project_path
 from .core.scan import DEFAULT_CONCURRENCY, HistoryScan
 from .core.source import HistorySource
 from .core.values import check_row
@@ -26,7 +26,6 @@ from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
 from .remote.queries import OPERATION_NAMES, document
 from .remote.source import ApiSource, check_run_attrs
 from .remote.transport import RetryPolicy, Transport
-from .resolve import is_local_path, open_local_run
 
 log = logging.getLogger("connector.api")
 
@@ -226,7 +225,9 @@ class Api:
         if isinstance(path, RunRef):
             ref = path
         elif is_local_path(path):
-            return open_local_run(path)
+            from .local import load_run
+
+            return Run.from_run_data(load_run(path))
         else:
             ref = self._ref(str(path))
         data = self.transport.execute(

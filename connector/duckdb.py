@@ -3,6 +3,6 @@
 The public import path of `connector.engines.duckdb`, where the documentation lives.
 """
 
-from .engines.duckdb import register, register_run, register_runs, scan_to_duckdb, unregister
+from .engines.duckdb import register, register_run, register_runs, unregister
 
-__all__ = ["register", "register_run", "register_runs", "scan_to_duckdb", "unregister"]
+__all__ = ["register", "register_run", "register_runs", "unregister"]

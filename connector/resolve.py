@@ -11,55 +11,15 @@ Every function that takes a run (`connector.polars`, `connector.duckdb`, the exp
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .api import Api, Run
+from .core.rundata import RunData
+from .core.runpath import RunRef, is_local_path
 from .errors import ConfigurationError
+from .local import OnDamaged, load_run, load_runs
 
-if TYPE_CHECKING:
-    from .api import Api, Run
-    from .local import OnDamaged
-
-
-_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[^/\\]+$")
-
-
-def is_local_path(path: Any) -> bool:
-    """True when `path` names something on disk rather than a W&B run (never for URLs).
-
-    True for a `pathlib.Path` (any `os.PathLike`), an existing file or folder, a name ending in
-    ``.wandb``, a name starting with ``./``, ``../``, ``~`` or a drive or holding a backslash, an
-    SDK run directory name (``offline-run-YYYYMMDD_HHMMSS-<id>``) anywhere in it, and an absolute
-    path whose top folder exists (``/tmp/...``, but not ``/acme/vision/abc123``). Such a path that does not exist then fails as
-    ``no such file or folder: <path>`` instead of being read as ``entity/project/run_id``.
-
-    >>> is_local_path("acme/vision/abc123"), is_local_path("https://wandb.ai/a/b/runs/c")
-    (False, False)
-    >>> is_local_path("./wandb"), is_local_path("run-abc.wandb"), is_local_path(Path("nowhere"))
-    (True, True, True)
-    """
-    if not isinstance(path, str | os.PathLike):
-        return False
-    text = os.fspath(path)
-    if not isinstance(text, str) or "://" in text or not text.strip():
-        return False
-    if not isinstance(path, str):
-        return True  # a Path object is never a run path
-    if text.endswith(".wandb") or text in (".", "..") or text.startswith(("./", "../", "~", ".\\", "..\\")):
-        return True
-    if "\\" in text or re.match(r"^[A-Za-z]:[\\/]", text):
-        return True
-    if any(_RUN_DIR.match(part) for part in text.split("/")):
-        return True
-    try:
-        local = Path(text)
-        if local.exists():
-            return True
-        # "/tmp/x/wandb" is a path; "/acme/vision/abc123" a run path with a leading slash
-        return local.is_absolute() and len(local.parts) > 1 and Path(*local.parts[:2]).is_dir()
-    except OSError:
-        return False
+__all__ = ["is_local_path", "open_local", "open_local_run", "resolve_run"]
 
 
 def open_local(
@@ -86,9 +46,6 @@ def open_local(
     ...
     connector.local.discover.NoSuchPathError: no such file or folder: wandb/nowhere
     """
-    from .api import Run
-    from .local import load_runs
-
     runs = load_runs(
         path,
         entity=entity,
@@ -103,30 +60,20 @@ def open_local(
 def open_local_run(path: str | os.PathLike[str], **options: Any) -> Run:
     """The one run stored at a local path (a `.wandb` file or a run directory).
 
-    `options` are those of `open_local` (``entity``, ``project``, ``skip_damaged``, ``on_damaged``,
-    ``recursive``);
-    a path holding no readable run or several runs raises `ConfigurationError`.
+    `options` are those of `connector.local.load_run` (``entity``, ``project``, ``skip_damaged``,
+    ``on_damaged``, ``recursive``); a path holding no readable run or several runs raises
+    `LocalFileError`.
 
     >>> open_local_run(Path("wandb/nowhere/run-abc.wandb"))
     Traceback (most recent call last):
     ...
     connector.local.discover.NoSuchPathError: no such file or folder: wandb/nowhere/run-abc.wandb
     """
-    runs = open_local(path, **options)
-    if len(runs) != 1:
-        ids = ", ".join(r.id for r in runs)
-        raise ConfigurationError(
-            f"{os.fspath(path)!s} holds {len(runs)} runs ({ids}); name one run directory or file"
-        )
-    return runs[0]
+    return Run.from_run_data(load_run(path, **options))
 
 
 def resolve_run(run: Any, api: Api | None = None) -> Run:
     """A `Run` from a run path, a W&B URL, a `Run`, a `RunData`, or a local file/run directory."""
-    from .api import Api, Run
-    from .core.rundata import RunData
-    from .core.runpath import RunRef
-
     if isinstance(run, Run):
         return run
     if isinstance(run, RunData):

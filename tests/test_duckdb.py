@@ -20,9 +20,9 @@ import pytest
 
 from connector import Api
 from connector.core.rundata import MemoryRun, RunMeta
-from connector.core.runs_table import RUNS_SCHEMA
 from connector.core.values import flatten_row
 from connector.engines.duckdb import LONG_SCHEMA, register, register_run, register_runs, unregister
+from connector.runs_table import RUNS_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,9 +22,9 @@ import pytest
 
 from connector import Api
 from connector.core.rundata import MemoryRun, RunMeta
-from connector.core.runs_table import RUNS_SCHEMA
 from connector.core.values import flatten_row
 from connector.engines.duckdb import register, register_run, register_runs, unregister
+from connector.runs_table import RUNS_SCHEMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wandb_files import produce  # noqa: E402

@@ -10,9 +10,12 @@ RunRef(entity='acme', project='vision', run_id='abc123')
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import ConfigurationError
@@ -99,3 +102,43 @@ def parse_project_path(path: str, *, default_entity: str | None = None) -> tuple
     if len(parts) == 1 and default_entity:
         return default_entity, parts[0]
     raise ConfigurationError(f"project path {path!r} is not of the form entity/project")
+
+
+_RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[^/\\]+$")
+
+
+def is_local_path(path: Any) -> bool:
+    """True when `path` names something on disk rather than a W&B run (never for URLs).
+
+    True for a `pathlib.Path` (any `os.PathLike`), an existing file or folder, a name ending in
+    ``.wandb``, a name starting with ``./``, ``../``, ``~`` or a drive or holding a backslash, an
+    SDK run directory name (``offline-run-YYYYMMDD_HHMMSS-<id>``) anywhere in it, and an absolute
+    path whose top folder exists (``/tmp/...``, but not ``/acme/vision/abc123``). Such a path that does not exist then fails as
+    ``no such file or folder: <path>`` instead of being read as ``entity/project/run_id``.
+
+    >>> is_local_path("acme/vision/abc123"), is_local_path("https://wandb.ai/a/b/runs/c")
+    (False, False)
+    >>> is_local_path("./wandb"), is_local_path("run-abc.wandb"), is_local_path(Path("nowhere"))
+    (True, True, True)
+    """
+    if not isinstance(path, str | os.PathLike):
+        return False
+    text = os.fspath(path)
+    if not isinstance(text, str) or "://" in text or not text.strip():
+        return False
+    if not isinstance(path, str):
+        return True  # a Path object is never a run path
+    if text.endswith(".wandb") or text in (".", "..") or text.startswith(("./", "../", "~", ".\\", "..\\")):
+        return True
+    if "\\" in text or re.match(r"^[A-Za-z]:[\\/]", text):
+        return True
+    if any(_RUN_DIR.match(part) for part in text.split("/")):
+        return True
+    try:
+        local = Path(text)
+        if local.exists():
+            return True
+        # "/tmp/x/wandb" is a path; "/acme/vision/abc123" a run path with a leading slash
+        return local.is_absolute() and len(local.parts) > 1 and Path(*local.parts[:2]).is_dir()
+    except OSError:
+        return False

@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..errors import ConfigurationError, ConnectorError, ProtocolError, RowError
-from ..remote.source import ApiSource
+from ..errors import ConfigurationError, ConnectorError, RowError
 from .arrow import FLOAT, SchemaPlan
 from .planner import plan_windows, window_samples
 from .source import HistorySource, Page, Window
@@ -239,8 +238,7 @@ class HistoryScan:
         where = f"run {self.source.ref.path}"
         if window is not None:
             where += f", steps [{window.lo}, {window.hi})"
-        kind = ProtocolError if isinstance(self.source, ApiSource) else RowError
-        return kind(f"{where}: {what}")
+        return self.source.row_error(f"{where}: {what}")
 
     def _pages(self) -> Iterator[tuple[Window, Page]]:
         planned_before = "plan" in self._state
@@ -380,10 +378,17 @@ class HistoryScan:
         return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
 
     def to_duckdb(self, con: Any, name: str) -> Any:
-        """Fetch this scan and register it in DuckDB as `name` (no pushdown: see connector.duckdb)."""
-        from ..engines.duckdb import scan_to_duckdb
+        """Fetch this scan and register it in DuckDB as `name` (no pushdown: see connector.duckdb).
 
-        return scan_to_duckdb(self, con, name)
+        >>> import duckdb
+        >>> from connector.api import Run
+        >>> from connector.core.rundata import MemoryRun, RunMeta
+        >>> run = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 1, "a": 2.0}]))
+        >>> run.scan().to_duckdb(duckdb.connect(), "h").sql("SELECT a FROM h").fetchall()
+        [(2.0,)]
+        """
+        con.register(name, self.to_arrow())
+        return con
 
     def to_pandas(self) -> pandas.DataFrame:
         """The whole scan as a `pandas.DataFrame` (needs pandas: ``pip install pandas``)."""

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import ConnectorError
 from .runpath import RunRef
 from .values import parse_row
 
@@ -72,6 +73,9 @@ class HistorySource(Protocol):
     """What a scan reads from."""
 
     ref: RunRef
+    row_error: type[ConnectorError]
+    """The error raised for rows this source served that cannot be used (`ProtocolError` for the
+    W&B API, whose answers broke the protocol; `RowError` for data read from elsewhere)."""
 
     def history_keys(self) -> dict[str, Any]:
         """A fresh `historyKeys` object (``{"keys": {...}, "lastStep": N}``)."""

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode
 
-from .filters import FilterError, matches, sort_runs
+from ..core.filters import FilterError, matches, sort_runs
 from .store import ServedRun, Store, encode_row
 
 HEAVY_RUN_FIELDS = ("history", "events", "sampledHistory", "parquetHistory", "historyKeys")

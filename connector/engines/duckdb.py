@@ -120,10 +120,11 @@ from ..core.arrow import (
     SchemaPlan,
     dumps_json,
 )
-from ..core.runs_table import RUN_DETAILS_SCHEMA, app_url_of, run_details_to_arrow
+from ..core.runpath import is_local_path
 from ..core.values import history_keys_from_rows
 from ..errors import ConfigurationError
-from ..resolve import is_local_path, open_local, resolve_run
+from ..resolve import open_local, resolve_run
+from ..runs_table import RUN_DETAILS_SCHEMA, app_url_of, run_details_to_arrow
 from ..sqlfiles import sql_text
 from .polars import RunReader, _finish, arrow_frame, scan_histories, scan_history
 from .pushdown import Pushdown, analyze
@@ -132,7 +133,6 @@ if TYPE_CHECKING:
     import duckdb
 
     from ..api import Api, Run
-    from ..core.scan import HistoryScan
 
 HISTORY_VIEW = "wandb_history"  # the backing views carry the macros' names (errors name them)
 RUNS_VIEW = "wandb_runs"
@@ -212,8 +212,8 @@ def _local_matches(run: Run, filters: dict[str, Any]) -> bool:
     """`filters` applied to a local run with the emulator's MongoDB-style rules."""
     if not filters:
         return True
+    from ..core.filters import FilterError, matches
     from ..core.rundata import RunMeta
-    from ..emulator.filters import FilterError, matches
 
     attrs = run.attrs
     meta = RunMeta(
@@ -654,18 +654,3 @@ def with_time(frame: pl.LazyFrame) -> pl.LazyFrame:
     at = names.index(TIMESTAMP_COLUMN) + 1
     return frame.with_columns(time).select([*names[:at], TIME_COLUMN, *names[at:]])
 
-
-def scan_to_duckdb(
-    scan: HistoryScan, con: duckdb.DuckDBPyConnection, name: str
-) -> duckdb.DuckDBPyConnection:
-    """Fetch a `HistoryScan` now and register the table as `name` (no pushdown on this path).
-
-    >>> import duckdb
-    >>> from connector.api import Run
-    >>> from connector.core.rundata import MemoryRun, RunMeta
-    >>> run = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 1, "a": 2.0}]))
-    >>> scan_to_duckdb(run.scan(), duckdb.connect(), "h").sql("SELECT a FROM h").fetchall()
-    [(2.0,)]
-    """
-    con.register(name, scan.to_arrow())
-    return con

@@ -623,7 +623,7 @@ def _runs_row(run: Run) -> dict[str, Any]:
 
 
 def _looks_local(source: str) -> bool:
-    from ..resolve import is_local_path
+    from ..core.runpath import is_local_path
 
     return is_local_path(source)
 

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..core.runpath import is_local_path
 from ..errors import ConfigurationError, NotFoundError
-from ..resolve import is_local_path
 
 if TYPE_CHECKING:
     from ..api import Api, Run

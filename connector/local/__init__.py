@@ -233,7 +233,9 @@ def load_run(
     )
     if len(runs) != 1:
         ids: Sequence[str] = [r.meta.run_id for r in runs]
-        raise LocalFileError(f"{Path(path)}: holds {len(runs)} runs ({', '.join(ids)}); expected one")
+        raise LocalFileError(
+            f"{Path(path)}: holds {len(runs)} runs ({', '.join(ids)}); name one run directory or file"
+        )
     return runs[0]
 
 

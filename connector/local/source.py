@@ -19,6 +19,7 @@ from ..core.rundata import RunData
 from ..core.runpath import RunRef
 from ..core.source import Page, Window
 from ..core.values import flatten_row
+from ..errors import RowError
 
 
 def _downsample(rows: list[dict[str, Any]], samples: int) -> list[dict[str, Any]]:
@@ -33,6 +34,8 @@ def _downsample(rows: list[dict[str, Any]], samples: int) -> list[dict[str, Any]
 
 class LocalSource:
     """History of one `RunData` held in this process; never downsamples scan windows."""
+
+    row_error = RowError
 
     def __init__(self, run: RunData) -> None:
         self.run = run

@@ -229,6 +229,8 @@ class ApiSource:
     `historyKeys`); `running` says whether the run was running when it was loaded.
     """
 
+    row_error = ProtocolError
+
     def __init__(
         self,
         transport: Transport,

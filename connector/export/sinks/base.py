@@ -263,7 +263,7 @@ class SqlSink:
 
     # -- runs ------------------------------------------------------------------------------------
     def begin_run(self, run_row: dict[str, Any], reset: Sequence[StreamState] = ()) -> None:
-        from ...core.runs_table import RUNS_SCHEMA
+        from ...runs_table import RUNS_SCHEMA
 
         table = pa.Table.from_pylist([run_row], schema=RUNS_SCHEMA)
         with self.lock:

@@ -388,7 +388,7 @@ class LakeSink:
 
     # -- end -------------------------------------------------------------------------------------
     def finish(self) -> None:
-        from ...core.runs_table import RUNS_SCHEMA
+        from ...runs_table import RUNS_SCHEMA
 
         with self.lock:
             if self._runs:

@@ -299,7 +299,7 @@ def _merge_states(final: Path, checkpoint: str | None, runs: set[tuple[Any, ...]
 
 
 def _merge_runs_file(final: Path, staging: Path) -> None:
-    from ...core.runs_table import RUNS_SCHEMA
+    from ...runs_table import RUNS_SCHEMA
 
     staged = staging / RUNS_TABLE / "runs.parquet"
     if not staged.exists():
@@ -492,7 +492,7 @@ class ParquetSink:
 
     # -- end -------------------------------------------------------------------------------------
     def finish(self) -> None:
-        from ...core.runs_table import RUNS_SCHEMA
+        from ...runs_table import RUNS_SCHEMA
 
         path = self.root / RUNS_TABLE / "runs.parquet"
         rows = _runs_rows(path)

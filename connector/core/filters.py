@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.rundata import RunMeta
+from .rundata import RunMeta
 
 _MISSING = object()
 _ALIASES = {
@@ -42,7 +42,7 @@ _ALIASES = {
 
 
 class FilterError(ValueError):
-    """A filter or order the emulator does not understand (named in the message)."""
+    """A filter or order this module does not understand (named in the message)."""
 
 
 def _dig(obj: Any, parts: Sequence[str]) -> Any:

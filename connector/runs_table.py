@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from ..api import Run
+    from .api import Run
 
 RUNS_SCHEMA = pa.schema(
     [
