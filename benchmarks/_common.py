@@ -1,7 +1,7 @@
 """Shared helpers for the benchmarks in ``benchmarks/``: machine description, emulator process, child runs.
 
 Import it from a benchmark script that runs as ``python benchmarks/<name>.py`` (the script's folder is
-then on ``sys.path``)::
+then on ``sys.path``; importing this module puts the repository root there too)::
 
     from _common import EmulatorProcess, machine_info, run_child, sdk_env
 
@@ -35,6 +35,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -50,6 +51,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (put on ``PYTHONPATH`` of every child so ``import connector`` works)."""
+RESULTS = ROOT / "benchmarks" / "results"
+"""Where each benchmark writes its ``<name>.md``."""
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # ``import connector`` in the script itself, from any folder
 
 DEFAULT_PACKAGES = (
     "pyarrow",
@@ -137,6 +143,31 @@ def machine_markdown(info: Mapping[str, Any]) -> str:
     )
 
 
+# -- the run and its results -------------------------------------------------------------------
+
+
+def command_line(args: Sequence[str] | None = None) -> str:
+    """The running benchmark's command as typed from the repository root (`args`: its arguments,
+    default ``sys.argv[1:]``), for the results file.
+
+    >>> command_line(["--quick"]).endswith(".py --quick")
+    True
+    """
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else script.name
+    return shlex.join(["python", shown, *(sys.argv[1:] if args is None else args)])
+
+
+def write_result(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a results file (making its folder) and print where it went."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    shown = out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out
+    print(f"wrote {shown}", flush=True)
+    return out
+
+
 # -- child processes -------------------------------------------------------------------------------
 
 
@@ -193,7 +224,14 @@ class ChildResult:
     system_s: float
 
     def json(self) -> dict[str, Any]:
-        """The last stdout line that parses as a JSON object (the child's report)."""
+        """The child's report: its whole stdout as one JSON object (``--json`` output, indented or
+        not), else the last stdout line that parses as a JSON object."""
+        try:
+            whole = json.loads(self.stdout)
+        except ValueError:
+            whole = None
+        if isinstance(whole, dict):
+            return whole
         for line in reversed(self.stdout.splitlines()):
             line = line.strip()
             if line.startswith("{"):

@@ -1,6 +1,7 @@
 """Pages in flight vs network latency: how the scan's default concurrency was chosen.
 
     python benchmarks/bench_concurrency.py [--steps 30000] [--latencies 0,0.02,0.1] [--levels 1,2,3,4,6]
+    python benchmarks/bench_concurrency.py --steps 2000 --latencies 0 --levels 1,3 --reps 1 --no-write  # quick
 
 One emulator process (pre-encoded, `--warm`) serves `bench/p:runs=1,steps=N,keys=20,seed=1`; its
 latency knob (`POST /_emulator/faults {"latency": s}`) delays every answer, standing in for the round
@@ -15,15 +16,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import requests  # noqa: E402
-from _common import EmulatorProcess, machine_info, machine_markdown  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "concurrency.md"
+import requests
+from _common import (
+    RESULTS,
+    EmulatorProcess,
+    command_line,
+    machine_info,
+    machine_markdown,
+    write_result,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latencies", default="0,0.02,0.1")
     parser.add_argument("--levels", default="1,2,3,4,6")
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     latencies = [float(x) for x in args.latencies.split(",")]
     levels = [int(x) for x in args.levels.split(",")]
@@ -59,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Scan throughput by pages in flight and latency",
         "",
-        f"Command: `python benchmarks/bench_concurrency.py --steps {args.steps} --latencies "
-        f"{args.latencies} --levels {args.levels} --reps {args.reps}`",
+        f"Command: `{command_line(argv)}`",
         "",
         machine_markdown(machine_info()),
         "",
@@ -78,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         "and extra threads contend, and already hides most of a 20 ms latency; with 100 ms per answer",
         "more pages in flight keep helping (`Api(concurrency=...)` or `scan_history(concurrency=...)`).",
     ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"written to {RESULTS}")
+    text = "\n".join(lines) + "\n"
+    if args.no_write:
+        print(text)
+    else:
+        write_result(RESULTS / "concurrency.md", text)
     return 0
 
 

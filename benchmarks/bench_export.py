@@ -17,27 +17,33 @@ once for the whole run:
    ``--sdk-runs`` runs and its time is scaled linearly to all runs (said so in the results).
 
 Each subprocess's wall time, rows/s and peak RSS (``os.wait4`` rusage ``ru_maxrss``) are written to
-``benchmarks/results/export.md`` with the machine (nproc, CPU model, RAM) and the command.
+``benchmarks/results/export.md`` with the machine and the command. ``--spec bench/p:runs=4,steps=1000
+--sdk-runs 2 --threads 2 --no-write`` is a quick check that prints only.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results" / "export.md"
+from _common import (
+    RESULTS,
+    EmulatorProcess,
+    child_env,
+    command_line,
+    machine_info,
+    machine_markdown,
+    run_child,
+    sdk_env,
+    write_result,
+)
 
 SDK_SCRIPT = textwrap.dedent(
     """
@@ -57,52 +63,27 @@ SDK_SCRIPT = textwrap.dedent(
 )
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
-        ram = f"{mem_kb / 1024 / 1024:.1f} GiB"
-    except OSError:
-        ram = "unknown"
-    return f"nproc {os.cpu_count()}, {cpu}, RAM {ram}, Python {platform.python_version()}, {platform.system()}"
+@dataclass
+class Result:
+    what: str
+    rows: int
+    seconds: float
+    """Wall seconds, scaled to every run for the SDK loop when it read fewer."""
+    rss_mib: float
+    measured: float | None = None
+    """The SDK loop's measured wall seconds when `seconds` is scaled."""
 
 
-def start_emulator(spec: str) -> tuple[subprocess.Popen[str], str, str]:
-    from connector.emulator import DEFAULT_API_KEY
+def spec_count(spec: str, name: str) -> int:
+    """A count of the emulator's synthetic spec.
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "connector.emulator", "--synthetic", spec, "--warm", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+)", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"emulator did not start: {line!r}")
-    return proc, match.group(1), DEFAULT_API_KEY
-
-
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one subprocess."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.PIPE, text=True
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err = proc.stderr.read() if proc.stderr else ""
-        out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, text
+    >>> spec_count("bench/p:runs=200,steps=10000,keys=20", "steps")
+    10000
+    """
+    match = re.search(rf"\b{name}=(\d+)", spec)
+    if match is None:
+        raise SystemExit(f"--spec {spec!r} has no {name}=N")
+    return int(match.group(1))
 
 
 def main() -> None:
@@ -113,81 +94,75 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", default="4,10", help="SDK thread counts")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(RESULTS / "export.md"))
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     project = args.spec.split(":", 1)[0]
-    n_runs = int(re.search(r"runs=(\d+)", args.spec).group(1))  # type: ignore[union-attr]
-    n_steps = int(re.search(r"steps=(\d+)", args.spec).group(1))  # type: ignore[union-attr]
+    n_runs, n_steps = spec_count(args.spec, "runs"), spec_count(args.spec, "steps")
     total_rows = n_runs * n_steps
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     print(f"starting the emulator ({args.spec}, warming)...", flush=True)
-    t0 = time.perf_counter()
-    emu, url, key = start_emulator(args.spec)
-    print(f"emulator ready in {time.perf_counter() - t0:.0f}s at {url}", flush=True)
-    results: list[dict[str, object]] = []
+    results: list[Result] = []
     try:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_API_KEY": key, "WANDB_BASE_URL": url}
-        for label, dest in (("Parquet", str(work / "dataset")), ("DuckDB", str(work / "h.duckdb"))):
-            cmd = [sys.executable, "-m", "connector.cli", "export", project, "--to", dest, "--json",
-                   "--concurrency", str(args.concurrency)]  # fmt: skip
-            wall, rss, out = timed(cmd, env)
-            summary = json.loads(out)
-            assert summary["rows"] == total_rows, summary
-            results.append({"what": f"wandb-history export -> {label} (concurrency {args.concurrency})",
-                            "rows": summary["rows"], "seconds": wall, "rss": rss, "scaled": False})  # fmt: skip
-            print(results[-1], flush=True)
-        home = work / "sdk-home"
-        sdk_env = dict(os.environ)
-        for name in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"):
-            sdk_env.pop(name, None)
-        for name, sub in (("HOME", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                          ("WANDB_DATA_DIR", "data"), ("WANDB_DIR", "wandb"), ("TMPDIR", "tmp")):  # fmt: skip
-            (home / sub).mkdir(parents=True, exist_ok=True)
-            sdk_env[name] = str(home / sub)
-        sdk_env.update({"WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"})
-        script = work / "sdk_loop.py"
-        script.write_text(SDK_SCRIPT)
-        for threads in [int(t) for t in args.threads.split(",")]:
-            cmd = [sys.executable, str(script), url, key, project, str(args.sdk_runs), str(threads)]
-            wall, rss, out = timed(cmd, sdk_env)
-            got = json.loads(out.strip().splitlines()[-1])
-            assert got["rows"] == got["runs"] * n_steps, got
-            scale = n_runs / got["runs"]
-            results.append({"what": f"SDK scan_history loop, {threads} threads ({got['runs']} runs, scaled x{scale:g})",
-                            "rows": total_rows, "seconds": wall * scale, "measured": wall, "rss": rss,
-                            "scaled": scale != 1})  # fmt: skip
-            print(results[-1], flush=True)
+        with EmulatorProcess([args.spec]) as emu:
+            print(f"emulator ready in {emu.startup_s:.0f}s at {emu.url}", flush=True)
+            env = child_env({"WANDB_API_KEY": emu.api_key, "WANDB_BASE_URL": emu.url})
+            for label, dest in (("Parquet", str(work / "dataset")), ("DuckDB", str(work / "h.duckdb"))):
+                cmd = [sys.executable, "-m", "connector.cli", "export", project, "--to", dest, "--json",
+                       "--concurrency", str(args.concurrency)]  # fmt: skip
+                child = run_child(cmd, env=env, timeout=3600).check()
+                summary = child.json()
+                assert summary["rows"] == total_rows, summary
+                results.append(Result(f"wandb-history export -> {label} (concurrency {args.concurrency})",
+                                      summary["rows"], child.wall_s, child.maxrss_kb / 1024))  # fmt: skip
+                print(results[-1], flush=True)
+            script = work / "sdk_loop.py"
+            script.write_text(SDK_SCRIPT)
+            for threads in [int(t) for t in args.threads.split(",")]:
+                cmd = [sys.executable, str(script), emu.url, emu.api_key, project, str(args.sdk_runs),
+                       str(threads)]  # fmt: skip
+                child = run_child(cmd, env=sdk_env(work / "sdk-home"), timeout=3600).check()
+                got = child.json()
+                assert got["rows"] == got["runs"] * n_steps, got
+                scale = n_runs / got["runs"]
+                results.append(Result(
+                    f"SDK scan_history loop, {threads} threads ({got['runs']} runs, scaled x{scale:g})",
+                    total_rows, child.wall_s * scale, child.maxrss_kb / 1024,
+                    child.wall_s if scale != 1 else None,
+                ))  # fmt: skip
+                print(results[-1], flush=True)
     finally:
-        emu.terminate()
-        emu.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
-    write_results(Path(args.out), args, results)
+    text = render(results)
+    if args.no_write:
+        print(text)
+    else:
+        write_result(args.out, text)
 
 
-def write_results(path: Path, args: argparse.Namespace, results: list[dict[str, object]]) -> None:
-    sdk4 = next((r for r in results if "4 threads" in str(r["what"])), None)
+def render(results: list[Result]) -> str:
+    sdk4 = next((r for r in results if "4 threads" in r.what), None)
     lines = [
         "# Export benchmark",
         "",
-        f"Command: `python benchmarks/bench_export.py --spec {args.spec} --sdk-runs {args.sdk_runs} "
-        f"--concurrency {args.concurrency}`",
+        f"Command: `{command_line()}` (run {time.strftime('%Y-%m-%d %H:%M')}).",
         "",
-        f"Machine: {machine()}. The emulator runs in its own process on the same machine (warmed: rows",
-        "pre-encoded), so exporter and server share the CPUs.",
+        "Machine:",
+        "",
+        machine_markdown(machine_info()),
+        "",
+        "The emulator runs in its own process on the same machine (warmed: rows pre-encoded), so",
+        "exporter and server share the CPUs.",
         "",
         "| what | rows | wall s | rows/s | peak RSS MiB | vs SDK 4 threads |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        secs = float(r["seconds"])  # type: ignore[arg-type]
-        ratio = f"{float(sdk4['seconds']) / secs:.1f}x" if sdk4 else "-"  # type: ignore[arg-type,index]
-        wall = f"{secs:.1f}" + (
-            f" (measured {float(r['measured']):.1f})" if r.get("scaled") else ""
-        )  # type: ignore[arg-type]
+        ratio = f"{sdk4.seconds / r.seconds:.1f}x" if sdk4 else "-"
+        wall = f"{r.seconds:.1f}" + (f" (measured {r.measured:.1f})" if r.measured is not None else "")
         lines.append(
-            f"| {r['what']} | {int(r['rows']):,} | {wall} | {int(r['rows']) / secs:,.0f} | "  # type: ignore[call-overload]
-            f"{float(r['rss']):,.0f} | {ratio} |"  # type: ignore[arg-type]
+            f"| {r.what} | {r.rows:,} | {wall} | {r.rows / r.seconds:,.0f} | {r.rss_mib:,.0f} | {ratio} |"
         )
     lines += [
         "",
@@ -197,9 +172,7 @@ def write_results(path: Path, args: argparse.Namespace, results: list[dict[str, 
         "is `ru_maxrss` of each subprocess.",
         "",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    print(f"wrote {path}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

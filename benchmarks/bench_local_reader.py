@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (  # noqa: E402
+from _common import (
+    RESULTS,
     ROOT,
     child_env,
+    command_line,
     machine_info,
     machine_markdown,
     median,
@@ -40,10 +40,10 @@ from _common import (  # noqa: E402
     run_child,
     sdk_env,
     spread,
+    write_result,
 )
 
 WORK = ROOT / "benchmarks" / ".work" / "local_reader"
-RESULTS = ROOT / "benchmarks" / "results" / "local_reader.md"
 
 METRICS = (
     "loss acc lr grad_norm val_loss val_acc epoch tokens_seen perplexity top5_acc weight_norm "
@@ -235,7 +235,7 @@ def main() -> None:
     )
     table.append(f"| **ratio ours / SDK** | {ratios} | |")
     loads = [r["loadavg"] for r in ours + sdk]
-    command = f"python benchmarks/bench_local_reader.py --steps {args.steps} --repeat {args.repeat}"
+    command = command_line()
     text = "\n".join(
         [
             "# `.wandb` reader: ours vs the SDK's protobuf classes",
@@ -271,9 +271,8 @@ def main() -> None:
     print()
     print("\n".join(table))
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"\nwrote {RESULTS}")
+        print()
+        write_result(RESULTS / "local_reader.md", text)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -62,11 +61,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    RESULTS,
     ROOT,
     ChildResult,
     CpuMeter,
     EmulatorProcess,
     child_env,
+    command_line,
     descendants_cpu_s,
     machine_info,
     machine_markdown,
@@ -77,10 +78,11 @@ from _common import (
     sdk_env,
     self_cpu_s,
     spread,
+    write_result,
 )
 
 SCRIPT = Path(__file__).resolve()
-DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "scan.md"
+DEFAULT_OUTPUT = RESULTS / "scan.md"
 SPEC = "bench/{project}:runs=1,steps={steps},keys=20,seed=1"
 KEY_ENV = "BENCH_API_KEY"
 WARM_STEPS = 1000  # every child first scans one page, untimed
@@ -173,15 +175,15 @@ def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int)
             last = batch.column(0)[-1].as_py()
         prof.disable()
         stats = pstats.Stats(prof)
-        profile_total = stats.total_tt  # type: ignore[attr-defined]
-        top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # type: ignore[attr-defined]
+        profile_total = stats.total_tt  # type: ignore[attr-defined]  # typeshed's pstats.Stats lacks it
+        top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:8]  # type: ignore[attr-defined]  # typeshed's pstats.Stats lacks it
         for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in top:
             profile_rows.append(
                 {"function": _func_label(filename, line, func), "ncalls": ncalls,
                  "tottime": tottime, "cumtime": cumtime}
             )  # fmt: skip
         own = str(ROOT / "connector")
-        stages = [kv for kv in stats.stats.items() if kv[0][0].startswith(own)]  # type: ignore[attr-defined]
+        stages = [kv for kv in stats.stats.items() if kv[0][0].startswith(own)]  # type: ignore[attr-defined]  # typeshed's pstats.Stats lacks it
         for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in sorted(
             stages, key=lambda kv: kv[1][3], reverse=True
         )[:8]:
@@ -728,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     a.sdk_large_reps = min(a.sdk_large_reps, a.reps)
     a.concurrencies = [int(x) for x in str(a.concurrencies).split(",") if x.strip()]
     output = None if a.no_write else (a.output or (None if a.quick else DEFAULT_OUTPUT))
-    command = "python benchmarks/bench_scan.py" + ("" if not argv else " " + shlex.join(argv))
+    command = command_line(argv)
 
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     t_start = time.perf_counter()
@@ -778,9 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"\nwritten to {output}")
+        print()
+        write_result(output, text)
     return 0
 
 

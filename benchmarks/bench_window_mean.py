@@ -2,7 +2,7 @@
 
 One command, one emulator, one run, in this order:
 
-(a) pushdown — ``SELECT avg(value) FROM wandb_history(run, keys := ['loss']) WHERE _step >= a AND
+(a) pushdown — ``SELECT avg(value_number) FROM wandb_history(run, keys := ['loss']) WHERE _step >= a AND
     _step < b`` in DuckDB, and the same mean through the Polars LazyFrame
     (``scan_history(run).filter(...).select(pl.col("loss").mean())``);
 (b) a full scan of the run (every key, every step, `Run.scan()`), then filter and mean in Arrow;
@@ -30,11 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import EmulatorProcess, machine_info, machine_markdown, sdk_env  # noqa: E402
+from _common import (
+    RESULTS,
+    EmulatorProcess,
+    command_line,
+    machine_info,
+    machine_markdown,
+    sdk_env,
+    write_result,
+)
 
 HISTORY_FIELDS = ("history", "sampledHistory", "parquetHistory", "events")
 NOTE = """\
@@ -90,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--share", type=float, default=0.10, help="window width as a share of steps")
     parser.add_argument("--no-sdk", action="store_true", help="skip the official SDK")
     parser.add_argument("--no-full", action="store_true", help="skip the full scan")
-    parser.add_argument(
-        "--output", default=str(ROOT / "benchmarks" / "results" / "window_mean.md"), help="results file"
-    )
+    parser.add_argument("--output", default=str(RESULTS / "window_mean.md"), help="results file")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
 
     import duckdb
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def duck() -> tuple[float, int]:
             mean, n = con.sql(
-                f"SELECT avg(value), count(value) FROM wandb_history('{path}', keys := ['loss']) "
+                f"SELECT avg(value_number), count(value_number) FROM wandb_history('{path}', keys := ['loss']) "
                 f"WHERE _step >= {a} AND _step < {b}"
             ).fetchall()[0]
             return mean, n
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             return pc.mean(loss).as_py(), len(loss)
 
         # warm-up (imports, first connection) on a 10-step window, not measured
-        con.sql(f"SELECT avg(value) FROM wandb_history('{path}', keys := ['loss'], max_step := 10)").fetchall()
+        con.sql(f"SELECT avg(value_number) FROM wandb_history('{path}', keys := ['loss'], max_step := 10)").fetchall()
         results.append(measure(emu, "(a) DuckDB wandb_history macro", duck))
         results.append(measure(emu, "(a) Polars scan_history LazyFrame", polars_lazy))
         unregister(con)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if abs(r["mean"] - truth) > 1e-9 * abs(truth):
             print(f"MISMATCH: {r['label']} mean {r['mean']} != truth {truth}", file=sys.stderr)
             return 1
-    write_results(Path(args.output), args, spec, (a, b), results, " ".join(["python", *sys.argv]))
+    write_results(Path(args.output), args, spec, (a, b), results, command_line(argv))
     return 0
 
 
@@ -216,9 +219,10 @@ def write_results(
         "```",
         "",
     ]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines), encoding="utf-8")
-    print(f"wrote {out}")
+    if args.no_write:
+        print("\n".join(lines))
+    else:
+        write_result(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
 """wandb-history-connector: Weights & Biases run history as Arrow record batches.
 
->>> from connector import Api, Run, Runs  # doctest: +SKIP
+Against the bundled W&B API emulator (for W&B itself, ``Api()`` reads ``WANDB_API_KEY``):
+
+>>> from connector import Api
+>>> from connector.emulator import Emulator, synthetic_runs
+>>> with Emulator(synthetic_runs("acme/demo:runs=2,steps=100,keys=3,seed=1")) as emu:
+...     api = Api(api_key=emu.api_key, base_url=emu.base_url)
+...     table = api.runs("acme/demo")[0].scan(["loss"]).to_arrow()
+>>> table.num_rows, table.column_names[:2]
+(100, ['_step', 'loss'])
 """
 
 from __future__ import annotations

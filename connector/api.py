@@ -10,16 +10,18 @@ Api(base_url='http://127.0.0.1:9')
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .core.runpath import RunRef, is_local_path, parse_project_path
-from .core.scan import DEFAULT_CONCURRENCY, HistoryScan
+from .core.scan import DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, HistoryScan
 from .core.source import HistorySource
 from .core.values import check_row
 from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
@@ -76,7 +78,8 @@ def _unwrap_config(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     >>> _unwrap_config({"lr": {"value": 0.1, "desc": None}, "_wandb": {"value": {"t": 1}}})
     ({'lr': 0.1}, {'_wandb': {'t': 1}, 'lr': 0.1})
     """
-    config, internal = {}, {}
+    config: dict[str, Any] = {}
+    internal: dict[str, Any] = {}
     for key, value in raw.items():
         target = internal if key in _INTERNAL_CONFIG_KEYS else config
         target[key] = value["value"] if isinstance(value, dict) and "value" in value else value
@@ -110,7 +113,7 @@ def app_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-class User(dict):  # type: ignore[type-arg]
+class User(dict[str, Any]):
     """A user (`Api.viewer`, `Run.user`): a dict of the server's fields, readable as attributes
     like the SDK's ``User`` (``viewer.entity``, ``run.user.username``). Calling it returns itself,
     so the older ``api.viewer()["entity"]`` keeps working."""
@@ -210,12 +213,31 @@ class Api:
             raise ProtocolError(f"the server answered viewer {viewer!r:.100}, not a JSON object")
         return User(viewer)
 
-    def _ref(self, path: str) -> RunRef:
+    def ref(self, path: str) -> RunRef:
+        """The run a path or URL names, without loading it; an entity-less path takes the default
+        entity (asked of the server only then), a project-less one `WANDB_PROJECT`.
+
+        >>> Api(api_key="k" * 40, base_url="http://127.0.0.1:9").ref("https://wandb.ai/e/p/runs/abc")
+        RunRef(entity='e', project='p', run_id='abc')
+        """
         return RunRef.parse(
             path,
             default_entity=lambda: self.default_entity,  # asked only for entity-less paths
             default_project=self.settings.project,
         )
+
+    def with_transport(self, transport: Transport) -> Api:
+        """A copy of this `Api` (same settings) whose requests go through `transport`, e.g.
+        ``api.with_transport(api.transport.with_gate(limiter))``; this one is left as it is.
+
+        >>> api = Api(api_key="k" * 40, base_url="http://127.0.0.1:9")
+        >>> other = api.with_transport(api.transport.with_gate(None))
+        >>> other.settings is api.settings, other.transport is api.transport
+        (True, False)
+        """
+        clone = copy.copy(self)
+        clone.transport = transport
+        return clone
 
     def run(self, path: str | RunRef) -> Run:
         """Load one run: ``"entity/project/run_id"``, ``"entity/project/runs/run_id"``, or a URL.
@@ -229,7 +251,7 @@ class Api:
 
             return Run.from_run_data(load_run(path))
         else:
-            ref = self._ref(str(path))
+            ref = self.ref(str(path))
         data = self.transport.execute(
             document("run"),
             {"entity": ref.entity, "project": ref.project, "name": ref.run_id},
@@ -275,6 +297,45 @@ class Api:
                 raise
             entity, project = parse_project_path(path, default_entity=self.default_entity)
         return Runs(self, entity, project, dict(filters or {}), order, per_page)
+
+
+def default_api(api: Api | None = None, *, retry: RetryPolicy | None = None) -> Api:
+    """`api`, or else an `Api` configured from the environment (`WANDB_API_KEY`, `WANDB_BASE_URL`,
+    ...; `retry` its retry policy): what every function taking ``api=None`` uses.
+
+    >>> api = Api(api_key="k" * 40, base_url="http://127.0.0.1:9")
+    >>> default_api(api) is api
+    True
+    """
+    return api if api is not None else Api(retry=retry)
+
+
+class LazyApi:
+    """`default_api` (passed through `adapt`, when given) made on the first call, then shared;
+    thread-safe. For code that must not need a server until it really talks to one.
+
+    >>> lazy = LazyApi(Api(api_key="k" * 40, base_url="http://127.0.0.1:9"))
+    >>> lazy.made, lazy() is lazy(), lazy.made
+    (False, True, True)
+    """
+
+    def __init__(self, api: Api | None = None, adapt: Callable[[Api], Api] | None = None) -> None:
+        self._given = api
+        self._adapt = adapt
+        self._api: Api | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> bool:
+        """Whether the `Api` was made (a call succeeded)."""
+        return self._api is not None
+
+    def __call__(self) -> Api:
+        with self._lock:
+            if self._api is None:
+                api = default_api(self._given)
+                self._api = self._adapt(api) if self._adapt is not None else api
+            return self._api
 
 
 class Run:
@@ -522,7 +583,7 @@ class Run:
     def scan_history(
         self,
         keys: Sequence[str] | None = None,
-        page_size: int = 1000,
+        page_size: int = DEFAULT_PAGE_SIZE,
         min_step: int = 0,
         max_step: int | None = None,
         use_cache: bool = True,
@@ -554,7 +615,7 @@ class Run:
         *,
         min_step: int | None = None,
         max_step: int | None = None,
-        page_size: int = 1000,
+        page_size: int = DEFAULT_PAGE_SIZE,
         concurrency: int | None = None,
     ) -> HistoryScan:
         """One row per step in ``[min_step, max_step)``, projected to `columns` (all when None).
@@ -760,6 +821,7 @@ class Runs:
                 raise ProtocolError(
                     f"{where}: the runs listing went past {limit} runs although runCount is {self._count}"
                 )
+            assert end  # hasNextPage without a new cursor raised above
             cursors.add(end)
             cursor = end
 

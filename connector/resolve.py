@@ -1,7 +1,7 @@
 """Turn what users pass for a run into a `Run`: a path, a URL, a `Run`, or a local `.wandb` source.
 
 Every function that takes a run (`connector.polars`, `connector.duckdb`, the exporter) calls
-`resolve_run`; ``api=None`` means ``Api()`` configured from the environment.
+`resolve_run`; ``api=None`` means `connector.api.default_api` (an `Api` configured from the environment).
 
 >>> from connector.core.rundata import MemoryRun, RunMeta
 >>> resolve_run(MemoryRun(RunMeta("e", "p", "r1"))).id
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .api import Api, Run
+from .api import Api, Run, default_api
 from .core.rundata import RunData
 from .core.runpath import RunRef, is_local_path
 from .errors import ConfigurationError
@@ -64,7 +64,7 @@ def open_local_run(path: str | os.PathLike[str], **options: Any) -> Run:
     ``on_damaged``, ``recursive``); a path holding no readable run or several runs raises
     `LocalFileError`.
 
-    >>> open_local_run(Path("wandb/nowhere/run-abc.wandb"))
+    >>> open_local_run("wandb/nowhere/run-abc.wandb")
     Traceback (most recent call last):
     ...
     connector.local.discover.NoSuchPathError: no such file or folder: wandb/nowhere/run-abc.wandb
@@ -81,7 +81,7 @@ def resolve_run(run: Any, api: Api | None = None) -> Run:
     if is_local_path(run):
         return open_local_run(run)
     if isinstance(run, str | RunRef):
-        return (api or Api()).run(run)
+        return default_api(api).run(run)
     raise ConfigurationError(
         f"expected a run path, a W&B run URL, a Run or a local .wandb path, got {type(run).__name__}"
     )

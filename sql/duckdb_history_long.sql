@@ -1,4 +1,5 @@
--- Long history table (DuckDB): one row per (run, step, key) with a non-null value. Never needs DDL.
+-- Long history table (DuckDB): one row per (run, step, key) with a non-null value, in the long
+-- layout of connector.core.long (the columns of the wandb_history SQL macro too). Never needs DDL.
 CREATE TABLE IF NOT EXISTS {table} (
     entity VARCHAR NOT NULL,
     project VARCHAR NOT NULL,

@@ -17,6 +17,9 @@
 --   _filters      MongoDB-style run filters as JSON text ('{}' = none)
 --
 -- Step windows: min_step inclusive, max_step exclusive, as everywhere in the connector.
+-- wandb_history has the project's one long layout (connector.core.long), the columns and values of
+-- an export's history_long table: value_number (numbers, NaN and +-inf kept), value_bool, value_text
+-- (strings as they are, JSON text of media, lists, maps and of every value of a mixed-type key).
 -- With keys := [...] only rows of those keys come back (count(*) counts their logged values).
 -- Without keys every step also has one row with key = '_step' (value columns NULL), so
 -- count(DISTINCT _step) counts steps; keys := ['_step'] is one row per step, cheaply.
@@ -24,7 +27,7 @@
 CREATE OR REPLACE TEMP MACRO wandb_history(
     run, keys := NULL, min_step := NULL, max_step := NULL, samples := NULL, filters := NULL
 ) AS TABLE
-SELECT entity, project, run_id, _step, key, value, value_json
+SELECT entity, project, run_id, _step, key, value_number, value_bool, value_text
 FROM wandb_history
 WHERE run_path = run
   AND (keys IS NULL OR list_contains(keys, key))

@@ -1,5 +1,6 @@
--- Long history table (PostgreSQL): one row per (run, step, key). Also receives the keys of a wide
--- export that do not fit PostgreSQL's 1,600-column limit (see the name map).
+-- Long history table (PostgreSQL): one row per (run, step, key), in the long layout of
+-- connector.core.long. Also receives the keys of a wide export that do not fit PostgreSQL's
+-- 1,600-column limit (see the name map).
 CREATE TABLE IF NOT EXISTS {table} (
     entity TEXT NOT NULL,
     project TEXT NOT NULL,

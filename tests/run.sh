@@ -19,4 +19,6 @@ trap stop_postgres EXIT
 lint=(connector tests)
 [ -d benchmarks ] && lint+=(benchmarks)
 "$VENV/bin/python" -m ruff check "${lint[@]}"
+# the type check: the whole connector package, core and remote strictly ([tool.mypy] in pyproject.toml)
+"$VENV/bin/python" -m mypy --config-file pyproject.toml
 "$VENV/bin/python" -m pytest "$@"

@@ -52,7 +52,7 @@ def read_lines(proc: subprocess.Popen[str], n: int, timeout: float) -> list[str]
 
     def pump() -> None:
         for _ in range(n):
-            line = proc.stdout.readline()  # type: ignore[union-attr]
+            line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE
             if not line:
                 return
             found.put(line.rstrip("\n"))
@@ -162,7 +162,7 @@ def test_sql_runs_several_statements_from_a_file(tmp_path: Path) -> None:
 
 def test_sql_output_format_follows_the_extension(emulator: Any, paths: list[str], tmp_path: Path) -> None:
     query = (
-        f"SELECT _step, value FROM wandb_history('{paths[0]}', keys := ['loss'], max_step := 3) ORDER BY _step"
+        f"SELECT _step, value_number FROM wandb_history('{paths[0]}', keys := ['loss'], max_step := 3) ORDER BY _step"
     )
     parquet = cli("sql", query, "-o", "out.parquet", cwd=tmp_path, env=emu_env(emulator))
     assert parquet.returncode == 0, parquet.stderr
@@ -170,17 +170,17 @@ def test_sql_output_format_follows_the_extension(emulator: Any, paths: list[str]
     truth = list(zip(*table.to_pydict().values(), strict=True))
     assert [s for s, _ in truth] == [0, 1, 2]
     csv = cli("sql", query, "-o", "out.csv", cwd=tmp_path, env=emu_env(emulator))
-    assert csv.returncode == 0 and (tmp_path / "out.csv").read_text().splitlines()[0] == "_step,value"
+    assert csv.returncode == 0 and (tmp_path / "out.csv").read_text().splitlines()[0] == "_step,value_number"
     for name in ("out.json", "out.jsonl", "out.ndjson"):
         proc = cli("sql", query, "-o", name, cwd=tmp_path, env=emu_env(emulator))
         assert proc.returncode == 0, proc.stderr
         objects = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
-        assert [(o["_step"], o["value"]) for o in objects] == truth
+        assert [(o["_step"], o["value_number"]) for o in objects] == truth
     bad = cli("sql", query, "-o", "out.xlsx", cwd=tmp_path, env=emu_env(emulator))
     assert bad.returncode == 2 and ".parquet" in bad.stderr and "--format" in bad.stderr
     assert not (tmp_path / "out.xlsx").exists()
     forced = cli("sql", query, "-o", "out.txt", "--format", "csv", cwd=tmp_path, env=emu_env(emulator))
-    assert forced.returncode == 0 and (tmp_path / "out.txt").read_text().startswith("_step,value")
+    assert forced.returncode == 0 and (tmp_path / "out.txt").read_text().startswith("_step,value_number\n")
 
 
 def test_sql_json_keeps_nested_values_nested(emulator: Any, tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ def test_status_while_an_export_writes_is_busy(api: Api, paths: list[str], tmp_p
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert writer.stdout.readline().strip() == "open"  # type: ignore[union-attr]
+        assert writer.stdout.readline().strip() == "open"  # type: ignore[union-attr]  # stdout=PIPE
         proc = cli("status", str(dest), cwd=tmp_path)
         assert proc.returncode == 4 and "open for writing" in proc.stderr
     finally:

@@ -64,7 +64,7 @@ def test_macro_window_mean_fetches_only_the_window_and_the_key(
     emulator.reset_counters()
     (mean,) = one(
         con,
-        f"SELECT avg(value) FROM wandb_history('{path}', keys := ['loss']) WHERE _step BETWEEN {a} AND {b}"
+        f"SELECT avg(value_number) FROM wandb_history('{path}', keys := ['loss']) WHERE _step BETWEEN {a} AND {b}"
     )
     assert mean == pytest.approx(sum(truth) / len(truth), rel=1e-12)
     pushed = fetched(emulator)
@@ -113,7 +113,7 @@ def test_keys_select_the_rows_of_those_keys_only(
     assert all_steps == len(truth)
     got = dict(
         con.sql(
-            f"SELECT _step, value FROM wandb_history('{path}', keys := ['val_loss']) WHERE key = 'val_loss'"
+            f"SELECT _step, value_number FROM wandb_history('{path}', keys := ['val_loss']) WHERE key = 'val_loss'"
         ).fetchall()
     )
     for row in sparse:
@@ -121,26 +121,34 @@ def test_keys_select_the_rows_of_those_keys_only(
         assert got[row["_step"]] == expected or (math.isinf(expected) and got[row["_step"]] == expected)
 
 
-def test_long_layout_values_and_json(emulator: Any, con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+def test_long_layout_typed_values(emulator: Any, con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     path = paths[1]
     rows = con.sql(
-        f"SELECT _step, key, value, value_json FROM wandb_history('{path}', min_step := 1000, max_step := 1101)"
-        " ORDER BY _step, key"
+        f"SELECT _step, key, value_number, value_bool, value_text FROM wandb_history('{path}', "
+        "min_step := 1000, max_step := 1101) ORDER BY _step, key"
     ).fetchall()
     assert {r[0] for r in rows} == set(range(1000, 1101))  # max_step is exclusive
-    assert con.sql(f"DESCRIBE SELECT * FROM wandb_history('{path}')").fetchall()[0][0] == "entity"
+    names = [name for name, *_ in con.sql(f"DESCRIBE SELECT * FROM wandb_history('{path}')").fetchall()]
+    assert names == ["entity", "project", "run_id", "_step", "key", "value_number", "value_bool", "value_text"]
     truth = {r["_step"]: r for r in truth_rows(emulator, path)}
-    for step, key, value, text in rows:
+    kinds = set()
+    for step, key, number, boolean, text in rows:
         if key == "_step":
-            assert value is None and text is None
+            assert number is None and boolean is None and text is None
             continue
         expected = truth[step][key]
-        assert json.loads(text) == expected or (isinstance(expected, float) and math.isnan(expected))
-        if isinstance(expected, float) and not isinstance(expected, bool):
-            assert value == expected or (math.isnan(value) and math.isnan(expected))
-        else:
-            assert value is None or value == expected
-    keys_at_1000 = {k for s, k, _, _ in rows if s == 1000}
+        if isinstance(expected, bool):
+            assert (number, boolean, text) == (None, expected, None)
+        elif isinstance(expected, int | float):  # NaN and ±inf stay numbers
+            assert boolean is None and text is None
+            assert number == expected or (math.isnan(number) and math.isnan(expected))
+        elif isinstance(expected, str):
+            assert (number, boolean, text) == (None, None, expected)  # a string as it is
+        else:  # media: its JSON text
+            assert number is None and boolean is None and json.loads(text) == expected
+        kinds.add(type(expected).__name__)
+    assert {"float", "int", "str", "dict"} <= kinds
+    keys_at_1000 = {k for s, k, *_ in rows if s == 1000}
     assert keys_at_1000 == set(truth[1000]) | {"_step"}
 
 
@@ -163,7 +171,7 @@ def test_joins_across_runs(emulator: Any, con: duckdb.DuckDBPyConnection, paths:
     a, b = paths[0], paths[1]
     got = dict(
         con.sql(
-            f"SELECT x._step, x.value - y.value FROM wandb_history('{a}', keys := ['loss']) x "
+            f"SELECT x._step, x.value_number - y.value_number FROM wandb_history('{a}', keys := ['loss']) x "
             f"JOIN wandb_history('{b}', keys := ['loss']) y USING (_step, key) "
             "WHERE key = 'loss' AND _step BETWEEN 1000 AND 1049"
         ).fetchall()
@@ -190,7 +198,7 @@ def test_wide_union_over_a_project_skips_runs(
 def test_sampled_history(con: duckdb.DuckDBPyConnection, api: Api, paths: list[str]) -> None:
     path = paths[0]
     got = con.sql(
-        f"SELECT _step, value FROM wandb_history('{path}', keys := ['loss'], samples := 40) "
+        f"SELECT _step, value_number FROM wandb_history('{path}', keys := ['loss'], samples := 40) "
         "WHERE key = 'loss' ORDER BY _step"
     ).fetchall()
     expected = api.run(path).history(samples=40, pandas=False)
@@ -262,10 +270,10 @@ def test_odd_column_names_in_a_wide_view(make_emulator: Any) -> None:
     ).fetchall()
     assert got == [(3.0, 6.0, "v3", 3.0), (4.0, 8.0, "v4", 4.0)]
     long = con.sql(
-        "SELECT key, value_json FROM wandb_history('o/p/r', keys := ['ünï λ', 'q\"uote']) "
+        "SELECT key, value_number, value_text FROM wandb_history('o/p/r', keys := ['ünï λ', 'q\"uote']) "
         "WHERE _step = 1 AND key <> '_step' ORDER BY key"
     ).fetchall()
-    assert long == [('q"uote', "2.0"), ("ünï λ", '"v1"')]
+    assert long == [('q"uote', 2.0, None), ("ünï λ", None, "v1")]
     unregister(con, "odd view")
     con.close()
 
@@ -294,17 +302,17 @@ def _cli(emulator: Any, *args: str, cwd: Path) -> subprocess.CompletedProcess[st
 
 
 def test_cli_formats_and_clean_exit(emulator: Any, paths: list[str], tmp_path: Path) -> None:
-    query = f"SELECT _step, value FROM wandb_history('{paths[0]}', keys := ['loss'], max_step := 3) " \
+    query = f"SELECT _step, value_number FROM wandb_history('{paths[0]}', keys := ['loss'], max_step := 3) " \
             "WHERE key = 'loss' ORDER BY _step"
     truth = [(r["_step"], r["loss"]) for r in truth_rows(emulator, paths[0])[:3]]
     table = _cli(emulator, query, cwd=tmp_path)
     assert table.returncode == 0 and table.stderr == ""
     assert all(repr(value) in table.stdout for _, value in truth)
     csv = _cli(emulator, query, "--format", "csv", cwd=tmp_path)
-    assert csv.stderr == "" and csv.stdout.splitlines()[0] == "_step,value"
+    assert csv.stderr == "" and csv.stdout.splitlines()[0] == "_step,value_number"
     assert [(int(s), float(v)) for s, v in (line.split(",") for line in csv.stdout.splitlines()[1:])] == truth
     js = _cli(emulator, query, "--format", "json", cwd=tmp_path)
-    assert [(o["_step"], o["value"]) for o in map(json.loads, js.stdout.splitlines())] == truth
+    assert [(o["_step"], o["value_number"]) for o in map(json.loads, js.stdout.splitlines())] == truth
     out = tmp_path / "out.parquet"
     pq_run = _cli(emulator, query, "--format", "parquet", "--output", str(out), cwd=tmp_path)
     assert pq_run.returncode == 0 and pq_run.stderr == ""

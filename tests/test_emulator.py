@@ -14,7 +14,7 @@ import requests
 from connector.core.rundata import MemoryRun, RunMeta
 from connector.core.values import history_keys_from_rows
 from connector.emulator import DEFAULT_API_KEY, Emulator, FaultSpec, SyntheticSpec, synthetic_runs
-from connector.emulator.resolvers import downsample
+from connector.emulator.service import ServiceModel
 
 RUN_QUERY = """#graphql
         query Run($project: String!, $entity: String!, $name: String!) {
@@ -83,7 +83,7 @@ def strict_json(text: str) -> Any:
 
 
 def ids(emu: Any) -> list[tuple[str, str, str]]:
-    return [tuple(p.split("/")) for p in emu.paths()]  # type: ignore[misc]
+    return [tuple(p.split("/")) for p in emu.paths()]  # type: ignore[misc]  # a run path has three parts
 
 
 def same(a: Any, b: Any) -> bool:
@@ -235,7 +235,7 @@ def test_history_downsampling_is_bounded_and_deterministic(emulator: Any) -> Non
     assert len(full["project"]["run"]["history"]) == 500
     for n in range(0, 30):
         for s in range(0, 12):
-            picks = list(downsample(n, s))
+            picks = list(ServiceModel.friendly().sample_positions(n, s))
             assert len(picks) == min(n, s) and picks == sorted(set(picks))
             if picks and s > 1:
                 assert picks[0] == 0 and picks[-1] == n - 1
@@ -383,7 +383,8 @@ def test_counters_are_exact_per_field(make_emulator: Any) -> None:
     assert f["sampledHistory"]["keys"] == ["_step", "acc"]
     assert set(f) == {"run", "historyKeys", "history", "sampledHistory"}
     emu.reset_counters()
-    assert emu.counters() == {"requests": 0, "by_field": {}, "status": {}}
+    zero_storage = {"heads": 0, "gets": 0, "range_gets": 0, "bytes": 0, "denied": 0, "not_modified": 0}
+    assert emu.counters() == {"requests": 0, "by_field": {}, "status": {}, "storage": zero_storage}
 
 
 def test_append_state_truncate_endpoints(make_emulator: Any) -> None:

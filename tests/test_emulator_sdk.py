@@ -88,16 +88,18 @@ def test_official_sdk_reads_the_emulator(emulator: Any, sdk_env: dict[str, str])
             same(a, b, number_strings=True) for a, b in zip(got["scan_keys"], keyed, strict=True)
         )
         assert [r["_step"] for r in got["scan_window"]] == [s for s in steps if 5 <= s < 1500]
-        from connector.emulator.resolvers import downsample
-
-        assert len(got["history"]) == 500
-        assert all(
-            same(a, truth[j])
-            for a, j in zip(got["history"], downsample(len(truth), 500), strict=True)
-        )
-        assert [r["_step"] for r in got["history_keys"]] == [
-            steps[j] for j in downsample(len(truth), 500)
-        ]
+        # Run.history() asks history(samples: 500) with no step range: the emulator's own
+        # downsampling rule (its ServiceModel) says which rows it keeps.
+        kept = emulator.service.sample_positions(len(truth), 500, path, None, None)
+        assert 0 < len(got["history"]) == len(kept) <= 500
+        assert all(same(a, truth[j]) for a, j in zip(got["history"], kept, strict=True))
+        keyed_steps = [r["_step"] for r in got["history_keys"]]
+        with_loss = [r["_step"] for r in truth if "loss" in r]
+        assert 0 < len(keyed_steps) <= 500 and keyed_steps == sorted(set(keyed_steps))
+        assert set(keyed_steps) <= set(with_loss)
+        if emulator.service.sampling == "even":
+            kept_keys = emulator.service.sample_positions(len(with_loss), 500)
+            assert keyed_steps == [with_loss[j] for j in kept_keys]
     assert any(
         isinstance(r["grad_norm"], float) and math.isnan(r["grad_norm"])
         for r in out["by_path"][paths[0]]["scan"]
@@ -114,7 +116,7 @@ def test_serve_prints_one_line_and_stops_on_sigterm() -> None:
         env=env,
     )
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE
         assert line.startswith("Serving W&B API emulator at http://127.0.0.1:")
         import requests
 
@@ -122,7 +124,7 @@ def test_serve_prints_one_line_and_stops_on_sigterm() -> None:
         assert requests.get(url + "/healthz", timeout=5).ok
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == ""  # type: ignore[union-attr]
+        assert proc.stdout.read() == ""  # type: ignore[union-attr]  # stdout=PIPE
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -828,7 +828,7 @@ def test_deep_values_and_paths_are_clear_errors(seeds: dict[str, Seed], tmp_path
         [(tuple(["n"] * 990), b"1")],
         [(tuple(["n"] * 150), b'{"a":' * 60 + b"1" + b"}" * 60)],
     ):
-        path, offset = _crafted(seed, tmp_path, items)  # type: ignore[arg-type]
+        path, offset = _crafted(seed, tmp_path, items)  # type: ignore[arg-type]  # list invariance: the items are (path, bytes) pairs
         with pytest.raises(LocalFileError, match=f"byte offset {offset}.*MAX_DEPTH"):
             load_runs(path)
         with pytest.raises(LocalFileError, match="MAX_DEPTH"):
@@ -849,7 +849,7 @@ def test_many_keys_and_long_keys_are_clear_errors(seeds: dict[str, Seed], tmp_pa
         [("k" * (MAX_KEY_BYTES + 1), b"1")],
         [(("p", "k" * 1_000_000), b"1")],
     ):
-        path, offset = _crafted(seed, tmp_path, items)  # type: ignore[arg-type]
+        path, offset = _crafted(seed, tmp_path, items)  # type: ignore[arg-type]  # list invariance: the items are (path, bytes) pairs
         with pytest.raises(LocalFileError, match=f"byte offset {offset}.*(MAX_KEYS|MAX_KEY_BYTES)"):
             load_runs(path)
     # many distinct keys over many rows: the file's history keys are bounded too

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,11 @@ def rows_of(run: Any) -> list[dict[str, Any]]:
     return [run.row(i) for i in range(len(run.steps()))]
 
 
-@pytest.fixture(scope="module")
-def served(offline: Path) -> Any:
+def _serve(offline: Path, *options: str) -> Iterator[str]:
     """`wandb-history serve FOLDER` in a subprocess; yields its base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "serve", str(offline), "--port", "0",
-         "--api-key", "k" * 44],
+         "--api-key", "k" * 44, *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -63,6 +63,19 @@ def served(offline: Path) -> Any:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def served(offline: Path) -> Iterator[str]:
+    """The realistic defaults: finished runs' history in Parquet files on the storage host."""
+    yield from _serve(offline)
+
+
+@pytest.fixture(scope="module")
+def served_live(offline: Path) -> Iterator[str]:
+    """Every page live: the official SDK 0.31.0 reads a binary (JSON) Parquet column, which is how
+    the emulator stores a key of mixed types such as ``[1, 2.5, "x", None]``, as base64 text."""
+    yield from _serve(offline, "--parquet-history", "none")
+
+
 SDK_SCRIPT = r"""
 import json, sys
 import wandb
@@ -73,14 +86,14 @@ print(json.dumps({p: list(api.run(p).scan_history()) for p in paths}))
 
 
 def test_official_sdk_reads_offline_runs_through_serve(
-    offline: Path, served: str, tmp_path: Path
+    offline: Path, served: str, served_live: str, tmp_path: Path
 ) -> None:
     runs = load_runs(offline)
     assert len(runs) == len(SCENARIOS)
     paths = [f"{r.meta.entity}/{r.meta.project}/{r.meta.run_id}" for r in runs]
     env = sdk_env(tmp_path)
     env.pop("WANDB_MODE")
-    proc = subprocess.run([sys.executable, "-c", SDK_SCRIPT, served, "k" * 44, *paths],
+    proc = subprocess.run([sys.executable, "-c", SDK_SCRIPT, served_live, "k" * 44, *paths],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sdk_rows = json.loads(proc.stdout)

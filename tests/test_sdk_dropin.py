@@ -165,7 +165,7 @@ def test_api_positional_forms(emulator: Any) -> None:
     assert old_form.settings.base_url.rstrip("/") == emulator.base_url.rstrip("/")
     assert old_form.viewer.entity == old_form.viewer()["entity"] == "test"
     with pytest.raises(ValueError):
-        Api(["not", "a", "dict"])  # type: ignore[arg-type]
+        Api(["not", "a", "dict"])  # type: ignore[arg-type]  # the wrong type, on purpose
 
 
 def test_runs_indexing_edges(api: Api, emulator: Any) -> None:
@@ -179,4 +179,4 @@ def test_runs_indexing_edges(api: Api, emulator: Any) -> None:
     with pytest.raises(IndexError):
         api.runs(project)[3]
     with pytest.raises(TypeError):
-        api.runs(project)["a"]  # type: ignore[index]
+        api.runs(project)["a"]  # type: ignore[index]  # the wrong index type, on purpose

@@ -94,7 +94,7 @@ def test_project_with_filters_step_window_and_run_filter(
     run_id = paths[2].split("/")[2]
     got = rows(
         con,
-        f"SELECT _step, value FROM wandb_history('{PROJECT}', keys := ['loss'], min_step := 5, max_step := 8) "
+        f"SELECT _step, value_number FROM wandb_history('{PROJECT}', keys := ['loss'], min_step := 5, max_step := 8) "
         f"WHERE run_id = '{run_id}' ORDER BY _step",
     )
     truth = [(r["_step"], r["loss"]) for r in truth_rows(emulator, paths[2]) if 5 <= r["_step"] < 8]
@@ -111,7 +111,7 @@ def test_a_filter_on_a_run_path_is_refused(con: duckdb.DuckDBPyConnection, paths
 
 def test_lateral_join_fails_naming_the_recipe(con: duckdb.DuckDBPyConnection) -> None:
     lateral = (
-        f"SELECT r.run_id, h.value FROM wandb_runs('{PROJECT}') r, "
+        f"SELECT r.run_id, h.value_number FROM wandb_runs('{PROJECT}') r, "
         "LATERAL wandb_history(r.entity || '/' || r.project || '/' || r.run_id, keys := ['loss']) h"
     )
     subquery = (
@@ -130,7 +130,7 @@ def test_the_documented_join_recipe(emulator: Any, con: duckdb.DuckDBPyConnectio
     got = dict(
         rows(
             con,
-            f"SELECT r.display_name, avg(h.value) FROM wandb_runs('{PROJECT}') r "
+            f"SELECT r.display_name, avg(h.value_number) FROM wandb_runs('{PROJECT}') r "
             f"JOIN wandb_history('{PROJECT}', keys := ['loss']) h USING (run_id) GROUP BY ALL",
         )
     )

@@ -70,9 +70,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--api-key", default=None, help="the key the emulator accepts (>= 40 chars)")
     p.add_argument("--entity", default=None, help="entity for local runs that have none")
     p.add_argument("--project", default=None, help="project for local runs that have none")
+    from ..emulator.service import add_arguments as add_service_arguments
+
+    add_service_arguments(p)
 
     def run(args: argparse.Namespace) -> int:
         from ..emulator import serve
+        from ..emulator.service import from_arguments as service_from_arguments
 
         local = {k: v for k, v in (("entity", args.entity), ("project", args.project)) if v}
         serve(
@@ -83,6 +87,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             port=args.port,
             api_key=args.api_key,
             announce=True,
+            service=service_from_arguments(args),
             **local,
         )
         return 0
@@ -191,7 +196,7 @@ def _configure_logging(verbose: bool) -> None:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("wandb-history: %(message)s"))
-    handler._wandb_history = True  # type: ignore[attr-defined]
+    handler._wandb_history = True  # type: ignore[attr-defined]  # marks our own handler, found again above
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 

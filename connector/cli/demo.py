@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from ..sqlfiles import sql_text
 
 
-def run_demo(to: str = "demo.duckdb", *, out=None) -> int:  # type: ignore[no-untyped-def]
+def run_demo(to: str = "demo.duckdb", *, out: TextIO | None = None) -> int:
     """Export the demo project to the DuckDB file `to` and print a summary query; returns 0."""
     import duckdb
 

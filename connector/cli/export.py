@@ -12,8 +12,12 @@ printed (progress, ``--dry-run``, ``--json``) holds the key or a database passwo
 >>> sub = argparse.ArgumentParser().add_subparsers()
 >>> add_parser(sub)
 >>> args = sub.choices["export"].parse_args(["e/p", "--to", "x.duckdb", "--keys", "loss,acc"])
->>> args.keys, args.max_step
-(['loss', 'acc'], None)
+>>> options = _options(args)
+>>> options["keys"], options["max_step"], options["chunk_steps"]
+(('loss', 'acc'), None, 10000)
+
+Defaults are those of `connector.export.plan.ExportOptions`, read from it (`OptionDefault`), so each
+is defined once.
 """
 
 from __future__ import annotations
@@ -27,10 +31,42 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
+from .options import add_timeout
 
 
 def _keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
+
+
+class OptionDefault:
+    """The default of the `ExportOptions` field `name`, read from that dataclass when it is needed
+    (``--help`` shows it; `_options` resolves it), so the command starts without importing the
+    exporter and every default has one definition.
+
+    >>> str(OptionDefault("running_lag")), OptionDefault("checkpoint").value is None
+    ('100', True)
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def value(self) -> Any:
+        import dataclasses
+
+        from ..export.plan import ExportOptions
+
+        return next(f.default for f in dataclasses.fields(ExportOptions) if f.name == self.name)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return f"OptionDefault({self.name!r})"
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, OptionDefault) else value
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,25 +82,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--filter", dest="filters", default=None, metavar="JSON", help="MongoDB-style run filter (JSON)")
     p.add_argument("--run-state", dest="run_states", action="append", default=[], metavar="STATE", help="only runs in this state (repeatable)")
     p.add_argument("--run", dest="run_ids", action="append", default=[], metavar="ID", help="only this run id (repeatable)")
-    p.add_argument("--keys", type=_keys, default=None, help="comma-separated keys to export as columns (rows are never filtered)")
-    p.add_argument("--min-step", type=int, default=0, help="first step (inclusive, default 0)")
-    p.add_argument("--max-step", type=int, default=None, help="last step (EXCLUSIVE)")
-    p.add_argument("--layout", choices=("wide", "long"), default="wide", help="one column per key (wide) or one row per key (long)")
+    p.add_argument("--keys", type=_keys, default=OptionDefault("keys"), help="comma-separated keys to export as columns (rows are never filtered)")
+    p.add_argument("--min-step", type=int, default=OptionDefault("min_step"), help="first step (inclusive, default %(default)s)")
+    p.add_argument("--max-step", type=int, default=OptionDefault("max_step"), help="last step (EXCLUSIVE)")
+    p.add_argument("--layout", choices=("wide", "long"), default=OptionDefault("layout"), help="one column per key (wide) or one row per key (long)")
     p.add_argument("--include-system-metrics", action="store_true", help="also export system metrics (the sampled events stream)")
-    p.add_argument("--concurrency", type=int, default=4, help="most API requests in flight, across runs and pages (default 4)")
-    p.add_argument("--chunk-steps", type=int, default=10_000, help="steps per committed chunk (default 10000)")
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="keep the checkpoint in this JSON file (default: inside DEST)")
+    p.add_argument("--concurrency", type=int, default=OptionDefault("concurrency"), help="most API requests in flight, across runs and pages (default %(default)s)")
+    p.add_argument("--chunk-steps", type=int, default=OptionDefault("chunk_steps"), help="steps per committed chunk (default %(default)s)")
+    p.add_argument("--checkpoint", default=OptionDefault("checkpoint"), metavar="PATH", help="keep the checkpoint in this JSON file (default: inside DEST)")
     p.add_argument("--full-refresh", action="store_true", help="re-export everything and swap it in atomically at the end")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    p.add_argument("--running-lag", type=int, default=100, metavar="STEPS", help="steps re-read for running runs (default 100)")
-    p.add_argument("--page-size", type=int, default=1000, help="rows per API page (default 1000)")
+    p.add_argument("--running-lag", type=int, default=OptionDefault("running_lag"), metavar="STEPS", help="steps re-read for running runs (default %(default)s)")
+    p.add_argument("--page-size", type=int, default=OptionDefault("page_size"), help="rows per API page (default %(default)s)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (failed runs and errors are still printed)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("--allow-missing", action="store_true",
                    help="a run, key or project that does not exist is not an error (default: exit 2 with a 'did you mean')")
     p.add_argument("--skip-damaged", action="store_true",
                    help="local sources: export every readable run and report damaged .wandb files (exit 0)")
-    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="how long to keep retrying an unreachable or failing W&B API before giving up (exit 3; default 120)")
+    add_timeout(p)
     p.set_defaults(func=run)
 
 
@@ -75,22 +111,23 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
             filters = json.loads(args.filters)
         except ValueError as exc:
             raise ConfigurationError(f"--filter is not valid JSON: {exc}") from None
+    keys = _value(args.keys)
     return {
         "filters": filters,
         "run_states": tuple(args.run_states),
         "run_ids": tuple(args.run_ids),
-        "keys": tuple(args.keys) if args.keys is not None else None,
-        "min_step": args.min_step,
-        "max_step": args.max_step,
-        "layout": args.layout,
+        "keys": tuple(keys) if keys is not None else None,
+        "min_step": _value(args.min_step),
+        "max_step": _value(args.max_step),
+        "layout": _value(args.layout),
         "include_system_metrics": args.include_system_metrics,
-        "concurrency": args.concurrency,
-        "chunk_steps": args.chunk_steps,
-        "checkpoint": args.checkpoint,
+        "concurrency": _value(args.concurrency),
+        "chunk_steps": _value(args.chunk_steps),
+        "checkpoint": _value(args.checkpoint),
         "full_refresh": args.full_refresh,
         "dry_run": args.dry_run,
-        "running_lag": args.running_lag,
-        "page_size": args.page_size,
+        "running_lag": _value(args.running_lag),
+        "page_size": _value(args.page_size),
         "allow_missing": args.allow_missing,
         "skip_damaged": args.skip_damaged,
     }

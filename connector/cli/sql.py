@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import errors
 from ..errors import ConfigurationError, ConnectorError
+from .options import add_timeout
 
 if TYPE_CHECKING:
     from ..api import Api
@@ -256,16 +257,17 @@ def _write_file(result: Any, fmt: str, output: str | None, out: TextIO) -> None:
 
 
 def _api(timeout: float) -> Api | None:
-    """``Api()`` from the environment retrying for at most `timeout` seconds per request.
+    """`connector.api.default_api` retrying for at most `timeout` seconds per request.
 
     None when the environment is unusable (a malformed ``WANDB_BASE_URL``): the macros then make
-    ``Api()`` at their first remote query and raise that error there, so local-only queries still run.
+    the default `Api` at their first remote query and raise that error there, so local-only queries
+    still run.
     """
-    from ..api import Api
+    from ..api import default_api
     from ..remote.transport import RetryPolicy
 
     try:
-        return Api(retry=RetryPolicy(deadline=timeout))
+        return default_api(retry=RetryPolicy(deadline=timeout))
     except ConfigurationError:
         return None
 
@@ -291,14 +293,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="output format (default: from --output's extension, else table)",
     )
     p.add_argument("--output", "-o", default=None, metavar="FILE", help="write here instead of stdout")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="how long to keep retrying an unreachable or failing W&B API before giving up "
-        "(exit 3; default 120)",
-    )
+    add_timeout(p)
 
     def run(args: argparse.Namespace) -> int:
         query = read_query(args.query, args.file)

@@ -34,7 +34,6 @@ A column never changes type during a scan; `_extra` is where a late value of ano
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,11 +42,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from .values import NONFINITE
+
 EXTRA_COLUMN = "_extra"
 STEP_COLUMN = "_step"
 
 FLOAT, BOOL, STRING, JSON, INT = "float", "bool", "string", "json", "int"
-_ARROW_TYPES = {
+_ARROW_TYPES: dict[str, pa.DataType] = {
     FLOAT: pa.float64(),
     BOOL: pa.bool_(),
     STRING: pa.string(),
@@ -57,13 +58,12 @@ _ARROW_TYPES = {
 _SCALAR_KINDS = {"number": FLOAT, "bool": BOOL, "string": STRING}
 _NONE = type(None)
 # Python types Arrow converts to each kind without loss (bool must never become 1.0).
-_NATIVE_TYPES = {
+_NATIVE_TYPES: dict[str, set[type]] = {
     FLOAT: {float, int, _NONE},
     INT: {int, _NONE},
     BOOL: {bool, _NONE},
     STRING: {str, _NONE},
 }
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _LEADING = ("_step", "_runtime", "_timestamp")
 
 
@@ -125,7 +125,7 @@ class SchemaPlan:
 
     @cached_property
     def schema(self) -> pa.Schema:
-        fields = [pa.field(STEP_COLUMN, pa.int64(), nullable=False)]
+        fields: list[pa.Field[Any]] = [pa.field(STEP_COLUMN, pa.int64(), nullable=False)]
         fields += [pa.field(name, _ARROW_TYPES[kind]) for name, kind in self.kinds[1:]]
         if self.with_extra:
             fields.append(pa.field(EXTRA_COLUMN, pa.string()))
@@ -134,9 +134,6 @@ class SchemaPlan:
     @cached_property
     def names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self.kinds)
-
-    def kind_of(self, name: str) -> str | None:
-        return dict(self.kinds).get(name)
 
     def empty_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=self.schema)
@@ -151,7 +148,7 @@ class SchemaPlan:
         for name, kind in self.kinds:
             values = gathered.get(name)
             if values is None:
-                arrays.append(pa.nulls(len(rows), _ARROW_TYPES[kind]))
+                arrays.append(pa.nulls(len(rows), _ARROW_TYPES[kind]))  # type: ignore[call-overload]  # pyarrow-stubs: no overload for a plain DataType
             else:
                 arrays.append(_column(name, kind, values, types[name], extra))
         if self.with_extra:
@@ -218,11 +215,11 @@ class SchemaPlan:
                 existing[i] = value
             else:
                 extra.setdefault(i, {})[name] = value
-        existing_types |= kinds
+        existing_types.update(kinds)  # the caller's set, updated in place
 
 def _column(
     name: str, kind: str, values: list[Any], kinds: set[type], extra: dict[int, dict[str, Any]]
-) -> pa.Array:
+) -> pa.Array[Any]:
     """One column's values as an Arrow array of its kind; misfits go to `extra`."""
     arrow_type = _ARROW_TYPES[kind]
     if kind == JSON:
@@ -248,8 +245,8 @@ def fit_value(kind: str, value: Any) -> tuple[bool, Any]:
             return False, None
         if isinstance(value, int | float):
             return True, float(value)
-        if isinstance(value, str) and value in _NONFINITE:
-            return True, _NONFINITE[value]
+        if isinstance(value, str) and value in NONFINITE:
+            return True, NONFINITE[value]
         return False, None
     if kind == INT:
         ok = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
@@ -261,7 +258,7 @@ def fit_value(kind: str, value: Any) -> tuple[bool, Any]:
     return True, value
 
 
-def _tolerant(name: str, kind: str, values: list[Any], extra: dict[int, dict[str, Any]]) -> pa.Array:
+def _tolerant(name: str, kind: str, values: list[Any], extra: dict[int, dict[str, Any]]) -> pa.Array[Any]:
     """Per-value conversion: values that do not fit the column go to `_extra` for their row."""
     out = []
     for i, value in enumerate(values):

@@ -93,12 +93,12 @@ def _cmp(op: str, a: Any, b: Any) -> bool:
         return False
     try:
         if op == "$gt":
-            return a > b
+            return bool(a > b)
         if op == "$gte":
-            return a >= b
+            return bool(a >= b)
         if op == "$lt":
-            return a < b
-        return a <= b
+            return bool(a < b)
+        return bool(a <= b)
     except TypeError:
         return False
 

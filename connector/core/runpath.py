@@ -104,6 +104,21 @@ def parse_project_path(path: str, *, default_entity: str | None = None) -> tuple
     raise ConfigurationError(f"project path {path!r} is not of the form entity/project")
 
 
+def is_project_path(text: str) -> bool:
+    """True when `text` names a project (``entity/project``, or ``project`` with a default entity)
+    rather than a run: at most two parts, no ``:`` and no URL.
+
+    >>> is_project_path("acme/vision"), is_project_path("vision"), is_project_path("acme/vision/abc123")
+    (True, True, False)
+    >>> is_project_path("acme/vision:abc123"), is_project_path("https://wandb.ai/acme/vision")
+    (False, False)
+    """
+    if "://" in text:
+        return False
+    parts = [p for p in text.strip().strip("/").split("/") if p]
+    return len(parts) <= 2 and ":" not in text
+
+
 _RUN_DIR = re.compile(r"^(offline-)?run-\d{8}_\d{6}-[^/\\]+$")
 
 

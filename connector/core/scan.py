@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -45,15 +45,19 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..errors import ConfigurationError, ConnectorError, RowError
-from .arrow import FLOAT, SchemaPlan
+from .arrow import FLOAT, STEP_COLUMN, SchemaPlan
+from .columns import last_step, select_columns
 from .planner import plan_windows, window_samples
 from .source import HistorySource, Page, Window
+from .values import NONFINITE
 
 if TYPE_CHECKING:
     import pandas
     import polars
 
 DEFAULT_CONCURRENCY = 3
+#: Rows per page (one API request) unless a caller asks otherwise; every layer's default.
+DEFAULT_PAGE_SIZE = 1000
 #: The staleness allowance of `historyLineCount` (see the module docstring).
 LINE_COUNT_SLACK_ROWS = 10
 LINE_COUNT_SLACK_SHARE = 0.01
@@ -63,7 +67,6 @@ _CONVERSION_ERRORS = (
 )  # fmt: skip
 
 log = logging.getLogger("connector.core.scan")
-_NONFINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 @dataclass
@@ -76,29 +79,6 @@ class ScanStats:
     splits: int = 0
 
 
-def expand_columns(history_keys: dict[str, Any], names: Sequence[str], run_path: str) -> list[str]:
-    """Map requested keys to flat column names: a nested parent (``train``) selects its leaves.
-
-    Raises `ConfigurationError` naming a key the run never logged.
-    """
-    known = list(((history_keys or {}).get("keys") or {}).keys())
-    out: list[str] = []
-    for name in names:
-        if not isinstance(name, str):
-            raise ConfigurationError(f"keys must be strings, got {name!r}")
-        if name == "_step" or name in known:
-            out.append(name)
-            continue
-        leaves = [k for k in known if k.startswith(name + ".")]
-        if not leaves:
-            raise ConfigurationError(
-                f"unknown key {name!r} in run {run_path}; it logged {len(known)} keys"
-                + (f", e.g. {', '.join(sorted(known)[:8])}" if known else "")
-            )
-        out += leaves
-    return list(dict.fromkeys(out))
-
-
 @dataclass(frozen=True)
 class HistoryScan:
     """A scan of one run's history. Build it with `Run.scan_history` or `Run.scan`."""
@@ -108,7 +88,7 @@ class HistoryScan:
     columns: tuple[str, ...] | None = None
     min_step: int = 0
     max_step: int | None = None
-    page_size: int = 1000
+    page_size: int = DEFAULT_PAGE_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     #: `historyKeys` to plan with (schema and first window); None fetches them from the source.
     known_keys: dict[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -147,7 +127,8 @@ class HistoryScan:
         if "history_keys" not in self._state:
             known = self.known_keys
             self._state["history_keys"] = known if known is not None else self.source.history_keys() or {}
-        return self._state["history_keys"]
+        keys: dict[str, Any] = self._state["history_keys"]
+        return keys
 
     @property
     def plan(self) -> SchemaPlan:
@@ -159,22 +140,20 @@ class HistoryScan:
             else:
                 plan = SchemaPlan.from_history_keys(hk, self._selected_columns())
             self._state["plan"] = plan
-        return self._state["plan"]
+        planned: SchemaPlan = self._state["plan"]
+        return planned
 
     def _selected_columns(self) -> list[str]:
         if "selected" not in self._state:
             path = self.source.ref.path
             if self.keys is not None:
-                cols: list[str] = []
-                for key in self.keys:
-                    try:
-                        cols += expand_columns(self.history_keys, [key], path)
-                    except ConfigurationError:
-                        cols.append(key)  # never logged: the all-keys rule yields no rows, as in the SDK
+                # a key never logged stays: the all-keys rule then yields no rows, as in the SDK
+                cols = select_columns(self.history_keys, self.keys, run_path=path, unknown="keep")
             else:
-                cols = expand_columns(self.history_keys, list(self.columns or ()), path)
-            self._state["selected"] = ["_step", *[c for c in dict.fromkeys(cols) if c != "_step"]]
-        return self._state["selected"]
+                cols = select_columns(self.history_keys, self.columns or (), run_path=path)
+            self._state["selected"] = [STEP_COLUMN, *(cols or ())]
+        selected: list[str] = self._state["selected"]
+        return selected
 
     @property
     def schema(self) -> pa.Schema:
@@ -188,8 +167,7 @@ class HistoryScan:
         last step afresh (as the SDK does), so a re-iterated scan of a live run sees new steps.
         """
         hk = (self.source.history_keys() or {}) if refresh else self.history_keys
-        last = hk.get("lastStep")
-        last = last if isinstance(last, int) and not isinstance(last, bool) else -1
+        last = last_step(hk)
         stop = last + 1 if self.max_step is None else min(self.max_step, last + 1)
         start = max(self.min_step or 0, 0)
         self._state["whole_run"] = start == 0 and stop == last + 1
@@ -223,7 +201,7 @@ class HistoryScan:
             shared=left.shared or right.shared,
         )
 
-    def pages(self) -> Iterator[Page]:
+    def pages(self) -> Generator[Page, None, None]:
         """Fetch the windows, several in flight, and yield their pages in step order (decoded and
         checked, see the module docstring)."""
         inner = self._pages()
@@ -240,7 +218,7 @@ class HistoryScan:
             where += f", steps [{window.lo}, {window.hi})"
         return self.source.row_error(f"{where}: {what}")
 
-    def _pages(self) -> Iterator[tuple[Window, Page]]:
+    def _pages(self) -> Generator[tuple[Window, Page], None, None]:
         planned_before = "plan" in self._state
         _ = self.plan  # resolve keys and schema before any page is fetched
         windows = self.windows(refresh=planned_before)
@@ -323,8 +301,8 @@ class HistoryScan:
             for row in rows:
                 for name in float_columns:
                     value = row.get(name)
-                    if value.__class__ is str and value in _NONFINITE:
-                        row[name] = _NONFINITE[value]
+                    if value.__class__ is str and value in NONFINITE:
+                        row[name] = NONFINITE[value]
                 yield row
 
     def __next__(self) -> dict[str, Any]:
@@ -337,9 +315,21 @@ class HistoryScan:
 
     # -- Arrow and friends ----------------------------------------------------------------------
 
-    def to_batches(self) -> Iterator[pa.RecordBatch]:
-        """Stream `pa.RecordBatch`es, one per non-empty page, all of `schema`."""
-        plan = self.plan
+    def to_batches(self, plan: SchemaPlan | None = None) -> Generator[pa.RecordBatch, None, None]:
+        """Stream `pa.RecordBatch`es, one per non-empty page, all of `schema`.
+
+        `plan` converts the pages instead of the scan's own plan: a reader that fixed the column
+        types beforehand (the union of many runs, a projection of the run's full plan) gets its
+        own schema, with the same checks. Its columns are read from the fetched rows.
+
+        >>> from connector.api import Run
+        >>> from connector.core.rundata import MemoryRun, RunMeta
+        >>> run = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "a": 1.0}]))
+        >>> plan = SchemaPlan((("_step", "int"), ("a", "json")), with_extra=False)
+        >>> [b.to_pylist() for b in run.scan(["a"]).to_batches(plan)]
+        [[{'_step': 0, 'a': '1.0'}]]
+        """
+        plan = self.plan if plan is None else plan
         inner = self._pages()
         try:
             for window, page in inner:
@@ -369,13 +359,13 @@ class HistoryScan:
         return self.schema.__arrow_c_schema__()
 
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
-        return self.to_arrow_batch_reader().__arrow_c_stream__(requested_schema)
+        return self.to_arrow_batch_reader().__arrow_c_stream__(requested_schema)  # type: ignore[no-untyped-call]  # pyarrow-stubs leave it unannotated
 
     def to_polars(self) -> polars.DataFrame:
         """The whole scan as a `polars.DataFrame`."""
         import polars as pl
 
-        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]  # a Table converts to a DataFrame
 
     def to_duckdb(self, con: Any, name: str) -> Any:
         """Fetch this scan and register it in DuckDB as `name` (no pushdown: see connector.duckdb).

@@ -73,9 +73,12 @@ class HistorySource(Protocol):
     """What a scan reads from."""
 
     ref: RunRef
-    row_error: type[ConnectorError]
-    """The error raised for rows this source served that cannot be used (`ProtocolError` for the
-    W&B API, whose answers broke the protocol; `RowError` for data read from elsewhere)."""
+
+    @property
+    def row_error(self) -> type[ConnectorError]:
+        """The error raised for rows this source served that cannot be used (`ProtocolError` for the
+        W&B API, whose answers broke the protocol; `RowError` for data read from elsewhere)."""
+        ...
 
     def history_keys(self) -> dict[str, Any]:
         """A fresh `historyKeys` object (``{"keys": {...}, "lastStep": N}``)."""

@@ -22,11 +22,21 @@ Arrow or JSON code, or a multi-gigabyte allocation. Why 500: the code that handl
 once per level (the Arrow conversion per nested dict, the JSON encoder per container), within
 Python's limit of 1000 frames; orjson itself stops at 1024. And a row shorter than 1000 characters
 cannot nest 500 deep, so the usual row is parsed without any extra pass over its text.
+
+**Non-finite floats** have one spelling everywhere: `NONFINITE` maps W&B's tokens ``NaN``,
+``Infinity``, ``-Infinity`` to the floats, `nonfinite_token` maps a float back. W&B's own JSON text
+holds them as bare tokens (`parse_row` reads them); *strict* JSON (a JSON/JSONB column, the
+GraphQL envelope) cannot, so there they are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+(`strict_json_value`).
+
+>>> strict_json_value({"a": [float("nan"), float("-inf")], "b": 1.0})
+{'a': ['NaN', '-Infinity'], 'b': 1.0}
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -35,19 +45,55 @@ import orjson
 
 from ..errors import RowError
 
-SPECIAL_KEYS = ("_step", "_runtime", "_timestamp")
-
 #: The deepest nesting of containers (dicts and lists) a row may have, the row itself counting as 1.
 MAX_DEPTH = 500
 #: The most keys a row may hold, the keys of nested dicts included.
 MAX_KEYS_PER_ROW = 100_000
 #: The Python types of JSON scalars (what `check_row` never needs to walk).
 SCALAR_TYPES = frozenset({type(None), bool, int, float, str})
+#: W&B's tokens for the non-finite floats (bare in its JSON text, strings in strict JSON).
+NONFINITE: Mapping[str, float] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def nonfinite_token(value: float) -> str:
+    """The token of a non-finite float: ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+
+    >>> nonfinite_token(float("nan")), nonfinite_token(float("inf")), nonfinite_token(-float("inf"))
+    ('NaN', 'Infinity', '-Infinity')
+    """
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    raise ValueError(f"{value!r} is finite")
+
+
+def strict_json_value(value: Any) -> Any:
+    """`value` with every non-finite float (also inside dicts, lists and tuples) as its token string
+    (`nonfinite_token`), so that it serialises as strict JSON (``json.dumps(..., allow_nan=False)``).
+
+    >>> strict_json_value({"a": [float("inf"), 1.0], "t": (float("nan"),), "s": "NaN"})
+    {'a': ['Infinity', 1.0], 't': ['NaN'], 's': 'NaN'}
+    """
+    if value.__class__ is float:
+        return value if math.isfinite(value) else nonfinite_token(value)
+    if isinstance(value, dict):
+        return {k: strict_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json_value(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):  # a float subclass
+        return nonfinite_token(value)
+    return value
 
 
 def _preview(text: Any, limit: int = 80) -> str:
     shown = repr(text[:limit]) if isinstance(text, str | bytes) else repr(text)[:limit]
     return shown + ("..." if isinstance(text, str | bytes) and len(text) > limit else "")
+
+
+def _count(text: str | bytes, char: str) -> int:
+    """How often the ASCII `char` occurs in `text`."""
+    return text.count(char) if isinstance(text, str) else text.count(char.encode())
 
 
 def parse_row(text: str | bytes) -> dict[str, Any]:
@@ -83,9 +129,8 @@ def parse_row(text: str | bytes) -> dict[str, Any]:
     # Only a row past one of them is walked.
     n = len(text)
     if n > 2 * MAX_DEPTH:
-        colon, brace, bracket = (":", "{", "[") if isinstance(text, str) else (b":", b"{", b"[")
-        if text.count(brace) + text.count(bracket) > MAX_DEPTH or (  # type: ignore[arg-type]
-            n > 4 * MAX_KEYS_PER_ROW and text.count(colon) > MAX_KEYS_PER_ROW  # type: ignore[arg-type]
+        if _count(text, "{") + _count(text, "[") > MAX_DEPTH or (
+            n > 4 * MAX_KEYS_PER_ROW and _count(text, ":") > MAX_KEYS_PER_ROW
         ):
             check_row(row)
     return row

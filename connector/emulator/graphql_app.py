@@ -7,7 +7,8 @@ successful requests are cached by request body and invalidated when any run chan
 
 Status: 200 with ``{"data": ...}``; 200 with ``errors`` too when a resolver failed (bad spec, bad
 filter: GraphQL semantics); 400 with ``{"errors": [...]}`` when the body is not JSON, has no query,
-or the document does not parse or validate against the schema.
+the document does not parse or validate against the schema, or a request exceeds the service's
+limits (`connector.emulator.service.Limits`). Answers holding signed URLs are never cached.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ from graphql import (
     OperationDefinitionNode,
     StringValueNode,
     build_schema,
-    execute,
+    execute_sync,
     parse,
     validate,
     value_from_ast_untyped,
 )
 
+from .exports import ExportShelf
 from .resolvers import HEAVY_RUN_FIELDS, Context, Counted, QueryRoot
+from .service import LimitExceeded, ServiceModel
 from .store import Store
 
 
@@ -72,15 +75,15 @@ def load_schema() -> GraphQLSchema:
     ident = lambda v: v  # noqa: E731
     for name in ("JSON", "JSONString", "DateTime"):
         scalar = schema.type_map[name]
-        scalar.serialize = ident  # type: ignore[attr-defined]
-        scalar.parse_value = ident  # type: ignore[attr-defined]
-        scalar.parse_literal = (  # type: ignore[attr-defined]
+        scalar.serialize = ident  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
+        scalar.parse_value = ident  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
+        scalar.parse_literal = (  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
             _json_string_literal if name != "JSON" else value_from_ast_untyped
         )
     i64 = schema.type_map["Int64"]
-    i64.serialize = _int64  # type: ignore[attr-defined]
-    i64.parse_value = _int64  # type: ignore[attr-defined]
-    i64.parse_literal = _int64_literal  # type: ignore[attr-defined]
+    i64.serialize = _int64  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
+    i64.parse_value = _int64  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
+    i64.parse_literal = _int64_literal  # type: ignore[attr-defined]  # the named type of a custom scalar is a GraphQLScalarType
     return schema
 
 
@@ -92,9 +95,17 @@ class GraphQLApp:
     """Parses, validates, executes and caches GraphQL requests against a `Store`."""
 
     def __init__(
-        self, store: Store, viewer_entity: Any, *, answer_cache_bytes: int = 256 << 20
+        self,
+        store: Store,
+        viewer_entity: Any,
+        *,
+        answer_cache_bytes: int = 256 << 20,
+        service: ServiceModel | None = None,
+        exports: ExportShelf | None = None,
     ) -> None:
         self.store = store
+        self.service = service or ServiceModel.friendly()
+        self.exports = exports
         self.schema = load_schema()
         self._viewer_entity = viewer_entity  # callable returning the entity
         self._root = QueryRoot()
@@ -180,8 +191,8 @@ class GraphQLApp:
         doc, errors = self.document(req["query"])
         if errors or doc is None:
             return 400, _errors_body(errors or ["could not parse the query"]), counted, False
-        ctx = Context(self.store, self._viewer_entity(), counted)
-        result = execute(
+        ctx = Context(self.store, self._viewer_entity(), counted, self.service, self.exports)
+        result = execute_sync(
             self.schema,
             doc,
             root_value=self._root,
@@ -189,6 +200,9 @@ class GraphQLApp:
             variable_values=variables,
             operation_name=op,
         )
+        refused = [e.message for e in result.errors or () if isinstance(e.original_error, LimitExceeded)]
+        if refused:
+            return 400, _errors_body(refused), counted, False
         env: dict[str, Any] = {"data": result.data}
         if result.errors:
             env["errors"] = [{"message": e.message, "path": e.path} for e in result.errors]
@@ -196,7 +210,7 @@ class GraphQLApp:
             out = orjson.dumps(env)
         except TypeError:
             out = json.dumps(env, default=str).encode()
-        return 200, out, counted, not result.errors
+        return 200, out, counted, not result.errors and not counted.volatile
 
 
 def _touched(doc: DocumentNode) -> set[str]:

@@ -15,18 +15,20 @@ Semantics (see the package docstring for the whole contract):
   strict JSON). A key names a top-level key and returns its whole value (a nested dict or a media
   dict included); a key that is not top-level but is a dotted path (``"train.loss"``) through nested
   plain dicts addresses that leaf and returns it under the dotted name, as a flat key.
-* Downsampling keeps the rows at indices ``round(j * (n - 1) / (samples - 1))`` for
-  ``j = 0 .. samples-1`` (evenly spaced, first and last kept, deterministic).
-* ``parquetHistory(liveKeys)``: ``{"parquetUrls": [], "liveData": [{"_step": <first step>}]}``
-  (``liveData: []`` for an empty run): every page of wandb-core's scan goes through ``history``.
+* Downsampling, request limits, stale ``historyLineCount`` and Parquet exports follow the
+  emulator's `ServiceModel` (`connector.emulator.service`): by default a random subset that may be
+  smaller than ``samples``; with ``sampling="even"`` the rows at ``round(j * (n - 1) / (samples - 1))``.
+* ``parquetHistory(liveKeys)``: signed URLs of the run's exported Parquet files on the storage host
+  and ``liveData: [{"_step": <first live step>}]`` (``[]`` when every row is exported); with exports
+  off, ``{"parquetUrls": [], "liveData": [{"_step": <first step>}]}`` (``liveData: []`` for an empty
+  run), so every page of wandb-core's scan goes through ``history``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,9 @@ import orjson
 from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode
 
 from ..core.filters import FilterError, matches, sort_runs
+from ..core.values import strict_json_value
+from .exports import ExportShelf
+from .service import ServiceModel
 from .store import ServedRun, Store, encode_row
 
 HEAVY_RUN_FIELDS = ("history", "events", "sampledHistory", "parquetHistory", "historyKeys")
@@ -48,6 +53,8 @@ class Counted:
     """What one request touched: per counted field, requests, rows, windows and keys."""
 
     fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volatile: bool = False
+    """True when the answer must not be replayed from the answer cache (it holds signed URLs)."""
 
     def add(
         self,
@@ -72,38 +79,12 @@ class Context:
     store: Store
     viewer_entity: str
     counted: Counted = field(default_factory=Counted)
+    service: ServiceModel = field(default_factory=ServiceModel.friendly)
+    exports: ExportShelf | None = None
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def downsample(n: int, samples: int | None) -> Sequence[int]:
-    """Row positions kept out of `n` when at most `samples` may be returned.
-
-    >>> list(downsample(10, 4)), list(downsample(3, 5)), list(downsample(5, 1))
-    ([0, 3, 6, 9], [0, 1, 2], [0])
-    """
-    if samples is None or n <= samples:
-        return range(n)
-    if samples <= 0:
-        return []
-    if samples == 1:
-        return [0]
-    return [round(j * (n - 1) / (samples - 1)) for j in range(samples)]
-
-
-def strict_value(v: Any) -> Any:
-    """Replace non-finite floats (also inside dicts and lists) by ``"NaN"``/``"Infinity"``/``"-Infinity"``."""
-    if isinstance(v, float):
-        if math.isfinite(v):
-            return v
-        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-    if isinstance(v, dict):
-        return {k: strict_value(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [strict_value(x) for x in v]
-    return v
 
 
 _ABSENT = object()
@@ -217,7 +198,7 @@ class RunObj:
         return json.dumps(self._m.summary)
 
     def historyLineCount(self, info: GraphQLResolveInfo) -> int:  # noqa: N802
-        return len(self._r.steps())
+        return info.context.service.line_count(len(self._r.steps()), self._m.state)
 
     def user(self, info: GraphQLResolveInfo) -> dict[str, Any]:
         name = self._m.username
@@ -235,25 +216,36 @@ class RunObj:
         maxStep: int | None = None,  # noqa: N803
         samples: int | None = None,
     ) -> list[Any]:
+        service: ServiceModel = info.context.service
+        if service.limits is not None:
+            service.limits.check_samples("history", samples)
         i0, i1 = self._r.window(minStep, maxStep)
-        picks = [i0 + j for j in downsample(i1 - i0, samples)]
+        picks = [i0 + j for j in service.sample_positions(i1 - i0, samples, self._r.path, minStep, maxStep)]
         info.context.counted.add("history", rows=len(picks), window=[minStep, maxStep])
         if not picks:
             return []
         return [orjson.Fragment(b",".join(self._r.encoded(picks)))]
 
     def events(self, info: GraphQLResolveInfo, samples: int | None = None) -> list[Any]:
+        service: ServiceModel = info.context.service
+        if service.limits is not None:
+            service.limits.check_samples("events", samples)
         rows = self._r.data.events()
-        picks = downsample(len(rows), samples)
+        picks = service.sample_positions(len(rows), samples, self._r.path, "events")
         info.context.counted.add("events", rows=len(picks))
         if not picks:
             return []
         return [orjson.Fragment(b",".join(encode_row(rows[j]) for j in picks))]
 
     def sampledHistory(self, info: GraphQLResolveInfo, specs: list[Any]) -> list[Any]:  # noqa: N802
+        service: ServiceModel = info.context.service
+        if service.limits is not None:
+            service.limits.check_specs(len(specs))
         out = []
         for raw in specs:
             spec = _parse_spec(raw)
+            if service.limits is not None:
+                service.limits.check_samples("sampledHistory", spec["samples"])
             keys = list(dict.fromkeys(spec["keys"]))
             lo, hi = spec.get("minStep"), spec.get("maxStep")
             i0, i1 = self._r.window(lo, None if hi is None else hi + 1)
@@ -266,18 +258,24 @@ class RunObj:
                     v = _lookup(row, k)
                     if v is _ABSENT or v is None:
                         break
-                    proj[k] = strict_value(v)
+                    proj[k] = strict_json_value(v)
                 else:
                     kept.append(proj)
-            kept = [kept[j] for j in downsample(len(kept), spec["samples"])]
+            positions = service.sample_positions(len(kept), spec["samples"], self._r.path, keys, lo, hi)
+            kept = [kept[j] for j in positions]
             info.context.counted.add("sampledHistory", rows=len(kept), window=[lo, hi], keys=keys)
             out.append(kept)
         return out
 
     def parquetHistory(self, info: GraphQLResolveInfo, liveKeys: list[str]) -> dict[str, Any]:  # noqa: N802,N803
-        info.context.counted.add("parquetHistory", keys=liveKeys)
+        ctx: Context = info.context
+        ctx.counted.add("parquetHistory", keys=liveKeys)
         steps = self._r.steps()
-        return {"parquetUrls": [], "liveData": [{"_step": steps[0]}] if len(steps) else []}
+        boundary = ctx.service.export_boundary(len(steps), self._m.state)
+        if ctx.exports is None or boundary == 0:
+            return {"parquetUrls": [], "liveData": [{"_step": steps[0]}] if len(steps) else []}
+        ctx.counted.volatile = True
+        return ctx.exports.answer(self._r, boundary, ctx.service.rows_per_file)
 
 
 def _parse_spec(raw: Any) -> dict[str, Any]:
@@ -353,6 +351,8 @@ class ProjectObj:
                 raise SpecError(f"bad cursor {after!r}") from exc
             ids = [r.meta.run_id for r in ordered]
             start = ids.index(after_id) + 1 if after_id in ids else len(ids)
+        if info.context.service.limits is not None:
+            info.context.service.limits.check_first(first)
         first = 50 if first is None else first
         page = ordered[start : start + max(first, 0)]
         info.context.counted.add("runs", rows=len(page))

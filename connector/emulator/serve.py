@@ -28,6 +28,9 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .server import DEFAULT_API_KEY, Emulator
+from .service import ServiceModel
+from .service import add_arguments as add_service_arguments
+from .service import from_arguments as service_from_arguments
 from .synthetic import SyntheticSpec, synthetic_runs
 
 MIN_API_KEY_LENGTH = 40
@@ -37,15 +40,10 @@ def load_local_runs(
     path: str, *, entity: str | None = None, project: str | None = None
 ) -> list[Any]:
     """Runs of a local ``.wandb`` file or run directory, via ``connector.local.load_runs``."""
+    from connector.local import load_runs
+
     try:
-        from connector.local import load_runs  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise RuntimeError(
-            f"cannot serve {path!r}: the local .wandb reader (connector.local.load_runs) is not available"
-        ) from exc
-    names = {k: v for k, v in (("entity", entity), ("project", project)) if v}
-    try:
-        return list(load_runs(path, **names))
+        return list(load_runs(path, entity=entity or None, project=project or None))
     except FileNotFoundError as exc:
         raise ConfigurationError(
             f"cannot serve {path!r}: no such file or directory (expected a .wandb file, a run "
@@ -65,13 +63,15 @@ def serve(
     project: str | None = None,
     warm: bool = False,
     announce: bool = False,
+    service: ServiceModel | None = None,
     _block: bool = True,
 ) -> Emulator:
     """Serve local `paths`, `synthetic` specs and/or the demo project; block until a signal.
 
     `entity` / `project` name local runs whose files carry none (passed to the local reader);
     `warm` pre-encodes every row before binding (benchmarks). `announce` prints the ``export`` lines
-    and the projects served after the first line (module doc).
+    and the projects served after the first line (module doc). `service` sets how unkind the
+    emulator is (`connector.emulator.service`; default: the realistic `ServiceModel()`).
 
     Returns the (stopped) emulator when the server ends; with ``_block=False`` returns it running.
     A bad port, spec, key or path, or an address in use, raises `ConfigurationError` before serving.
@@ -92,7 +92,7 @@ def serve(
         runs.extend(demo_runs())
     for path in paths:
         runs.extend(load_local_runs(path, entity=entity, project=project))
-    emu = Emulator(runs, api_key=api_key)
+    emu = Emulator(runs, api_key=api_key, service=service)
     if warm:
         emu.warm()
     try:
@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--warm", action="store_true", help="pre-encode every row before serving")
+    add_service_arguments(p)
     a = p.parse_args(argv)
     if not (a.paths or a.synthetic or a.demo):
         a.demo = True
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.port,
             os.environ.get("WANDB_EMULATOR_API_KEY") or None,  # empty: the default key
             warm=a.warm,
+            service=service_from_arguments(a),
         )
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,7 +23,10 @@ Control endpoints (no authentication; the server binds to loopback by default):
     body sizes of the requests that touched the field, ``windows`` ``[minStep, maxStep]`` as sent
     (one per ``history`` call / ``sampledHistory`` spec), ``keys`` the sorted distinct keys of
     ``sampledHistory`` specs and ``parquetHistory`` ``liveKeys``. Faulted requests count only in
-    ``requests`` and ``status``.
+    ``requests`` and ``status``. ``storage`` holds the storage host's counters (``heads``,
+    ``gets``, ``range_gets``, ``bytes``, ``denied``, ``not_modified``). `Emulator.request_headers`
+    logs the headers of each GraphQL request (``Authorization`` redacted) and
+    `Emulator.storage.requests` those of each storage request.
 ``GET /_emulator/runs``
     ``{"runs": ["e/p/id", ...]}``.
 ``POST /_emulator/reset``
@@ -56,6 +59,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -63,9 +67,12 @@ from typing import Any
 import orjson
 
 from ..core.rundata import RunData
+from .exports import ExportShelf
 from .faults import FaultPlan, FaultSpec
 from .graphql_app import GraphQLApp
 from .resolvers import Counted
+from .service import ServiceModel
+from .storage import StorageHost
 from .store import Store
 
 DEFAULT_API_KEY = "local-" + "0123456789abcdef" * 2 + "01234567"  # 46 chars, accepted by the SDK
@@ -201,6 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _graphql(self, body: bytes) -> None:
         emu = self.server.emulator
+        emu.request_headers.append(
+            {k: ("<redacted>" if k.lower() == "authorization" else v) for k, v in self.headers.items()}
+        )
         with emu._counters.lock:
             emu._counters.requests += 1
         if emu.latency > 0:
@@ -220,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         if fault is not None and fault.isdigit():
-            spec = plan.spec  # type: ignore[union-attr]
+            spec = plan.spec  # type: ignore[union-attr]  # a fault is drawn only from a plan
             headers = [("Retry-After", f"{spec.retry_after:g}")] if fault == "429" else []
             emu._counters.record(fault, None, 0)
             self._send(
@@ -230,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if fault == "slow":
-            time.sleep(plan.spec.slow_seconds)  # type: ignore[union-attr]
+            time.sleep(plan.spec.slow_seconds)  # type: ignore[union-attr]  # a fault is drawn only from a plan
         status, out, counted = emu.app.execute(body)
         if fault == "truncate":
             emu._counters.record("truncate", None, 0)
@@ -294,15 +304,23 @@ class Emulator:
         faults: FaultSpec | None = None,
         latency: float = 0.0,
         answer_cache_bytes: int = 256 << 20,
+        service: ServiceModel | None = None,
     ) -> None:
         self.api_key = api_key or DEFAULT_API_KEY
+        self.service = ServiceModel.friendly() if service is None else service
+        self.storage = StorageHost(url_ttl=self.service.parquet_url_ttl)
+        self.request_headers: deque[dict[str, str]] = deque(maxlen=10_000)
         self._auth = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()
         self.store = Store()
         self.latency = latency
         self._fault_plan: FaultPlan | None = FaultPlan(faults) if faults else None
         self._counters = _Counters()
         self.app = GraphQLApp(
-            self.store, self._viewer_entity, answer_cache_bytes=answer_cache_bytes
+            self.store,
+            self._viewer_entity,
+            answer_cache_bytes=answer_cache_bytes,
+            service=self.service,
+            exports=ExportShelf(self.storage),
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -319,6 +337,8 @@ class Emulator:
             return self
         server = _Server((host, port), _Handler)
         server.emulator = self
+        if self.service.parquet_history != "none":
+            self.storage.start(host)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -335,6 +355,7 @@ class Emulator:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.storage.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -350,6 +371,7 @@ class Emulator:
         if self._server is None:
             raise RuntimeError("the emulator is not started: call .start() first")
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET address
         return f"http://{host}:{port}"
 
     # -- data ----------------------------------------------------------------------------------
@@ -401,11 +423,13 @@ class Emulator:
 
     def counters(self) -> dict[str, Any]:
         """A snapshot of the request counters (shape documented in the module docstring)."""
-        return self._counters.snapshot()
+        return {**self._counters.snapshot(), "storage": self.storage.counters()}
 
     def reset_counters(self) -> None:
         with self._counters.lock:
             self._counters.reset()
+        self.storage.reset_counters()
+        self.request_headers.clear()
 
     def _viewer_entity(self) -> str:
         for entity, _ in self.store.projects:

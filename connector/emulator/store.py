@@ -105,13 +105,13 @@ class ServedRun:
         if missing:
             for i, row in zip(missing, self.rows(missing), strict=True):
                 enc[i] = encode_row(row)
-        return [enc[i] for i in indices]  # type: ignore[misc]
+        return [enc[i] for i in indices]  # type: ignore[misc]  # every one was encoded just above
 
     def warm(self, chunk: int = 4096) -> None:
         """Encode every row now (so that a benchmark never pays for it)."""
         n = len(self.steps())
         for a in range(0, n, chunk):
-            self.encoded(range(a, min(a + chunk, n)))  # type: ignore[arg-type]
+            self.encoded(range(a, min(a + chunk, n)))
 
     # -- mutation ------------------------------------------------------------------------------
     def _mutable(self) -> Any:

@@ -246,12 +246,6 @@ class SyntheticRun:
             )
         return out
 
-    def _sparse_present(self, name: str, i: int) -> bool:
-        if self.run_index == 0 or name not in SPARSE_EVERY:
-            return True
-        m, r = SPARSE_EVERY[name]
-        return i % m == r
-
     def _generate(
         self, start: int, stop: int, keys: Collection[str] | None = None
     ) -> list[dict[str, Any]]:

@@ -26,18 +26,21 @@ objects: nothing lands in a database file, so a file-backed connection reopened 
 (``wandb_history``, ``wandb_runs``), so errors name what the user wrote.
 
 **Layouts.** A macro's columns are fixed when its backing view is registered, before any run is
-known, so `wandb_history` is *long*: ``entity, project, run_id, _step, key, value DOUBLE,
-value_json VARCHAR``, one row per (step, logged key). ``value`` holds numbers (NaN and ±inf kept;
-NULL for strings, booleans, media, lists), ``value_json`` every value as JSON text (bare ``NaN``,
-``Infinity``, ``-Infinity`` tokens, as W&B writes them). A key not logged at a step has no row there
-(missing and null alike). Values that did not fit their column in the Arrow policy (``_extra``) come
-back as rows of their own key.
+known, so `wandb_history` is *long*: ``entity, project, run_id, _step, key, value_number DOUBLE,
+value_bool BOOLEAN, value_text VARCHAR``, one row per (step, logged key) — the project's one long
+layout (`connector.core.long`), the same rows and values as an export's ``history_long`` table.
+``value_number`` holds numbers (NaN and ±inf kept), ``value_bool`` booleans, ``value_text`` strings
+as they are and the JSON text of everything else (media, lists, maps, every value of a key logged
+with mixed types, so a number of such a key is text there). A key not logged at a step has no row
+there (missing and null alike). Values that did not fit their column in the Arrow policy
+(``_extra``) come back as rows of their own key.
 
 **Counting.** With ``keys := [...]`` only rows of those keys come back, so ``count(*)`` counts the
 logged values of those keys (``count(*) FILTER (key = 'loss')`` per key) and ``count(DISTINCT
 _step)`` the steps where at least one of them was logged. Without `keys` every step also has exactly
 one row with ``key = '_step'`` (value columns NULL), so ``count(DISTINCT _step)`` counts all steps
-and ``avg(value)`` is not disturbed; the cheap way to count every step of a run is
+and ``avg(value_number)`` is not disturbed (these rows are the one addition to an export's
+``history_long``); the cheap way to count every step of a run is
 ``SELECT count(*) FROM wandb_history(run, keys := ['_step'])`` (one row per step, only ``_step``
 fetched).
 
@@ -48,15 +51,15 @@ fetched).
 constant filters, so a run path computed per row (``LATERAL wandb_history(r.entity || ...)``,
 ``run_path IN (SELECT ...)``) cannot reach the API: read the project once and join on ``run_id``::
 
-    SELECT r.display_name, avg(h.value) AS loss
+    SELECT r.display_name, avg(h.value_number) AS loss
     FROM wandb_runs('e/p', filters := '{"state": "finished"}') r
     JOIN wandb_history('e/p', keys := ['loss'], filters := '{"state": "finished"}') h USING (run_id)
     GROUP BY ALL
 
 or register a wide view over the runs from Python (`register_runs`).
 
-Long suits any-run, any-key SQL (``GROUP BY key``, many runs, unknown keys); a filter on ``value``
-stays in DuckDB (it is DOUBLE and NaN could satisfy it, so DuckDB does not push it). *Wide* views —
+Long suits any-run, any-key SQL (``GROUP BY key``, many runs, unknown keys); a filter on
+``value_number`` stays in DuckDB (it is DOUBLE and NaN could satisfy it, so DuckDB does not push it). *Wide* views —
 `register_run` (one run: ``_step``, one typed column per key, ``_extra``) and `register_runs` (a union
 over a project, a local folder or a list of runs, ``entity, project, run_id`` first, a column whose
 type differs between runs is JSON text) — have real column types and are cheaper per value, but their
@@ -101,32 +104,31 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..core.arrow import (
-    BOOL,
-    EXTRA_COLUMN,
-    FLOAT,
-    JSON,
-    STEP_COLUMN,
-    STRING,
-    SchemaPlan,
-    dumps_json,
-)
+from ..api import LazyApi, default_api
+from ..core import long as long_layout
+from ..core.arrow import EXTRA_COLUMN, STEP_COLUMN, SchemaPlan
+from ..core.columns import check_keys
 from ..core.runpath import is_local_path
 from ..core.values import history_keys_from_rows
 from ..errors import ConfigurationError
 from ..resolve import open_local, resolve_run
 from ..runs_table import RUN_DETAILS_SCHEMA, app_url_of, run_details_to_arrow
 from ..sqlfiles import sql_text
-from .polars import RunReader, _finish, arrow_frame, scan_histories, scan_history
+from .polars import (
+    RunReader,
+    arrow_frame,
+    finish_frames,
+    polars_schema,
+    scan_histories,
+    scan_history,
+)
 from .pushdown import Pushdown, analyze
 
 if TYPE_CHECKING:
@@ -141,18 +143,17 @@ TIME_COLUMN = "_time"  # _timestamp as a TIMESTAMP in wide views
 TIMESTAMP_COLUMN = "_timestamp"
 NO_FILTERS = "{}"
 
+#: The long layout's columns (`connector.core.long`) as Polars types.
+_LONG_POLARS = polars_schema(long_layout.long_schema())
 LONG_SCHEMA = pl.Schema(
     {
-        "run_path": pl.String,
-        "entity": pl.String,
-        "project": pl.String,
-        "run_id": pl.String,
-        "_step": pl.Int64,
-        "key": pl.String,
-        "value": pl.Float64,
-        "value_json": pl.String,
-        "_samples": pl.Int64,
-        "_filters": pl.String,
+        "run_path": pl.String(),
+        "entity": pl.String(),
+        "project": pl.String(),
+        "run_id": pl.String(),
+        **_LONG_POLARS,
+        "_samples": pl.Int64(),
+        "_filters": pl.String(),
     }
 )
 _LONG_VALUES = ("run_path", "entity", "project", "run_id", "key", "_samples", "_filters")
@@ -244,9 +245,7 @@ def list_path_runs(
     if kind == "local":
         return [run for run in open_local(path) if _local_matches(run, filters or {})]
     if kind == "project":
-        from ..api import Api
-
-        return list((api or Api()).runs(path, filters=filters or None))
+        return list(default_api(api).runs(path, filters=filters or None))
     if filters:
         raise ConfigurationError(
             f"{where}: filters apply to a project ('entity/project') or a local folder, not to the run {path!r}"
@@ -254,148 +253,73 @@ def list_path_runs(
     return [resolve_run(path, api)]
 
 
-class _LazyApi:
-    """The `Api` to use, created from the environment on first use (registering needs no server)."""
-
-    def __init__(self, api: Api | None) -> None:
-        self._api = api
-        self._lock = threading.Lock()
-
-    def get(self) -> Api:
-        with self._lock:
-            if self._api is None:
-                from ..api import Api
-
-                self._api = Api()
-            return self._api
-
-
 # -- long layout ----------------------------------------------------------------------------------
 
-
-def _json_of(column: pl.Expr, kind: str) -> pl.Expr:
-    if kind == FLOAT:
-        text = column.cast(pl.String)
-        return pl.when(text == "inf").then(pl.lit("Infinity")).when(text == "-inf").then(
-            pl.lit("-Infinity")
-        ).otherwise(text)
-    if kind == BOOL:
-        return pl.when(column).then(pl.lit("true")).when(~column).then(pl.lit("false"))
-    if kind == STRING:
-        return column.map_elements(dumps_json, return_dtype=pl.String, skip_nulls=True)
-    return column  # JSON text already
-
-
-def _number_of(column: pl.Expr, kind: str) -> pl.Expr:
-    if kind == FLOAT:
-        return column
-    if kind == JSON:
-        return (
-            pl.when(column == "Infinity").then(math.inf)
-            .when(column == "-Infinity").then(-math.inf)
-            .otherwise(column.cast(pl.Float64, strict=False))
-        )  # fmt: skip
-    return pl.lit(None, pl.Float64)
-
-
-def _extra_rows(wide: pl.DataFrame, keys: frozenset[Any] | None) -> list[dict[str, Any]]:
-    rows = []
-    if EXTRA_COLUMN not in wide.columns:
-        return rows
-    extra = wide.select(STEP_COLUMN, EXTRA_COLUMN).filter(pl.col(EXTRA_COLUMN).is_not_null())
-    for step, text in extra.iter_rows():
-        for key, value in json.loads(text).items():
-            if keys is not None and key not in keys:
-                continue
-            number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-            rows.append({"_step": step, "key": key, "value": number, "value_json": dumps_json(value)})
-    return rows
-
-
-def to_long(
-    wide: pl.DataFrame, kinds: dict[str, str], keys: frozenset[Any] | None = None
-) -> pl.DataFrame:
-    """A wide history frame as ``_step, key, value, value_json`` rows (layout in the module doc).
+def to_long(wide: pl.DataFrame, keys: Collection[Any] | None = None) -> pl.DataFrame:
+    """A wide history frame in the long layout of `connector.core.long` (``_step, key,
+    value_number, value_bool, value_text``), only the rows of `keys` when given, plus one
+    ``key = '_step'`` row per step (value columns NULL) unless `keys` leaves ``_step`` out.
 
     >>> wide = pl.DataFrame({"_step": [0, 1], "loss": [0.5, None], "tag": ["a", "b"]})
-    >>> to_long(wide, {"_step": "int", "loss": "float", "tag": "string"}).rows()
-    [(0, '_step', None, None), (0, 'loss', 0.5, '0.5'), (0, 'tag', None, '"a"'), (1, '_step', None, None), (1, 'tag', None, '"b"')]
+    >>> for row in to_long(wide).rows():
+    ...     print(row)
+    (0, '_step', None, None, None)
+    (0, 'loss', 0.5, None, None)
+    (0, 'tag', None, None, 'a')
+    (1, '_step', None, None, None)
+    (1, 'tag', None, None, 'b')
     """
-    parts = []
-    if keys is None or STEP_KEY in keys:
-        parts.append(
-            wide.select(
-                pl.col(STEP_COLUMN),
-                pl.lit(STEP_KEY, pl.String).alias("key"),
-                pl.lit(None, pl.Float64).alias("value"),
-                pl.lit(None, pl.String).alias("value_json"),
-            )
-        )
-    for name in wide.columns:
-        if name in (STEP_COLUMN, EXTRA_COLUMN) or (keys is not None and name not in keys):
-            continue
-        kind, column = kinds.get(name, JSON), pl.col(name)
-        parts.append(
-            wide.select(
-                pl.col(STEP_COLUMN),
-                pl.lit(name, pl.String).alias("key"),
-                _number_of(column, kind).cast(pl.Float64).alias("value"),
-                _json_of(column, kind).cast(pl.String).alias("value_json"),
-            ).filter(pl.col("value_json").is_not_null())
-        )
-    extra = _extra_rows(wide, keys)
-    if extra:
-        parts.append(pl.DataFrame(extra, schema=parts[0].schema if parts else None))
-    if not parts:
-        return pl.DataFrame(schema={"_step": pl.Int64, "key": pl.String, "value": pl.Float64,
-                                    "value_json": pl.String})
-    return pl.concat(parts).sort(STEP_COLUMN, maintain_order=True)
+    wanted = None if keys is None else {k for k in keys if isinstance(k, str)}
+    # Keys reach Arrow as values, never as column names: Arrow's C interface cannot carry a NUL in a
+    # name, so every key column crosses under a placeholder name.
+    fixed = (STEP_COLUMN, EXTRA_COLUMN)
+    placeholders = {name: f"c{i}" for i, name in enumerate(wide.columns) if name not in fixed}
+    keys_of = {column: name for name, column in placeholders.items()}
+    melted = long_layout.to_long(wide.rename(placeholders).to_arrow(), keys_of, keys=wanted)
+    long = pl.from_arrow(melted, schema=_LONG_POLARS)
+    assert isinstance(long, pl.DataFrame)
+    if keys is not None and STEP_KEY not in keys:
+        return long
+    nulls = [pl.lit(None, kind).alias(name) for name, kind in _LONG_POLARS.items() if name.startswith("value_")]
+    steps = wide.select(pl.col(STEP_COLUMN).cast(pl.Int64), pl.lit(STEP_KEY, pl.String).alias("key"), *nulls)
+    return pl.concat([steps, long]).sort(STEP_COLUMN, maintain_order=True)
 
 
 class _LongSource:
     """The Python side of the ``wandb_history`` view (see the module doc)."""
 
-    def __init__(self, api: _LazyApi) -> None:
+    def __init__(self, api: LazyApi) -> None:
         self.api = api
 
     def _runs(self, push: Pushdown) -> list[tuple[str, str, Run]]:
         """``(run_path as named, filters text, run)`` for every run the pushed paths name."""
         paths = push.values.get("run_path")
         if paths is None:
-            ids = [push.values.get(name) for name in ("entity", "project", "run_id")]
-            if any(v is None for v in ids):
+            entities, projects, run_ids = (push.values.get(n) for n in ("entity", "project", "run_id"))
+            if entities is None or projects is None or run_ids is None:
                 raise ConfigurationError(_NEEDS_RUN)
             paths = frozenset(
-                f"{e}/{p}/{r}" for e in ids[0] for p in ids[1] for r in ids[2]  # type: ignore[union-attr]
+                f"{e}/{p}/{r}" for e in entities for p in projects for r in run_ids
                 if e is not None and p is not None and r is not None
             )
         texts = sorted(t for t in (push.values.get("_filters") or {NO_FILTERS}) if t is not None)
-        out = []
+        out: list[tuple[str, str, Run]] = []
         for path in sorted(p for p in paths if p is not None):
             if not isinstance(path, str):
                 raise ConfigurationError(f"a run or project path must be text, got {path!r}")
             for text in texts:
                 filters = _parse_filters(text, "wandb_history")
-                api = None if path_kind(path) == "local" else self.api.get()
+                api = None if path_kind(path) == "local" else self.api()
                 out.extend((path, text, run) for run in list_path_runs(path, api, filters))
         return out
 
     @staticmethod
     def _check_keys(runs: list[tuple[str, str, Run]], keys: frozenset[Any] | None) -> None:
-        if keys is None or not runs:
+        if keys is None:
             return
-        for key in sorted(k for k in keys if k is not None and k != STEP_KEY):
-            known = [run for _, _, run in runs if key in (run.history_keys.get("keys") or {})]
-            if known:
-                continue
-            path = "/".join(runs[0][2].path) if len(runs) == 1 else f"any of {len(runs)} runs"
-            names = sorted((runs[0][2].history_keys.get("keys") or {}).keys())
-            leaves = [n for n in names if n.startswith(f"{key}.")]
-            hint = (
-                f"; it is nested: name its leaves, e.g. {', '.join(leaves[:5])}" if leaves
-                else f"; logged keys include {', '.join(names[:8])}" if names else ""
-            )
-            raise ConfigurationError(f"unknown key {key!r} in run {path}{hint}")
+        # keys are values here (key IN (...)): a nested parent is not expanded, its leaves are named
+        logged = {"/".join(run.path): run.history_keys for _, _, run in runs}
+        check_keys(sorted((k for k in keys if k is not None), key=str), logged, nested=False)
 
     def __call__(
         self,
@@ -412,7 +336,7 @@ class _LongSource:
         if len(samples) != 1 or not isinstance(samples[0], int) or samples[0] < 0:
             raise ConfigurationError(f"samples must be one positive integer, got {samples}")
         frames = self._frames(runs, push, keys, samples[0], n_rows)
-        return _finish(frames, push, with_columns, n_rows)
+        return finish_frames(frames, push, with_columns, n_rows)
 
     def _frames(
         self,
@@ -427,15 +351,12 @@ class _LongSource:
             if not all(push.allows(name, value) for name, value in ids.items()):
                 continue
             if samples:
-                wides: Iterator[tuple[pl.DataFrame, dict[str, str]]] = iter([_sampled(run, samples)])
+                wides: Iterator[pl.DataFrame] = iter([_sampled(run, samples)])
             else:
-                reader = RunReader.for_run(run)
-                kinds = dict(reader.plan.kinds)
                 needed = None if keys is None else {k for k in keys if isinstance(k, str)}
-                frames = reader.frames(needed, push.windows(), limit=n_rows, misfits=True)
-                wides = ((wide, kinds) for wide in frames)
-            for wide, kinds in wides:
-                long = to_long(wide, kinds, keys)
+                wides = RunReader.for_run(run).frames(needed, push.windows(), limit=n_rows, misfits=True)
+            for wide in wides:
+                long = to_long(wide, keys)
                 yield long.select(
                     *(pl.lit(v, pl.String).alias(k) for k, v in ids.items()),
                     pl.all(),
@@ -444,12 +365,11 @@ class _LongSource:
                 ).select(LONG_SCHEMA.names())
 
 
-def _sampled(run: Run, samples: int) -> tuple[pl.DataFrame, dict[str, str]]:
-    """`Run.history(samples)` (all keys: keys select columns only) as a wide frame and its kinds."""
+def _sampled(run: Run, samples: int) -> pl.DataFrame:
+    """`Run.history(samples)` (all keys: `to_long` keeps those asked for) as a wide frame."""
     rows = run.history(samples=samples, pandas=False)
     plan = SchemaPlan.from_history_keys(history_keys_from_rows(rows))
-    frame = arrow_frame(plan.to_batch([r for r in rows if "_step" in r]))
-    return frame, dict(plan.kinds)
+    return arrow_frame(plan.to_batch([r for r in rows if "_step" in r]))
 
 
 # -- wandb_runs -----------------------------------------------------------------------------------
@@ -458,7 +378,7 @@ def _sampled(run: Run, samples: int) -> tuple[pl.DataFrame, dict[str, str]]:
 class _RunsSource:
     """The Python side of the ``wandb_runs`` view: one project's runs, with pushed run filters."""
 
-    def __init__(self, api: _LazyApi) -> None:
+    def __init__(self, api: LazyApi) -> None:
         self.api = api
 
     def __call__(
@@ -473,7 +393,7 @@ class _RunsSource:
         if not projects or None in projects:
             raise ConfigurationError(f"{_NEEDS_PROJECT}; {_CONSTANT_PATH}")
         frames = (self._frame(p, f) for p in sorted(projects) for f in self._filters(push))
-        return _finish(frames, push, with_columns, n_rows)
+        return finish_frames(frames, push, with_columns, n_rows)
 
     @staticmethod
     def _filters(push: Pushdown) -> list[str]:
@@ -486,11 +406,11 @@ class _RunsSource:
         if not isinstance(project, str):
             raise ConfigurationError(f"wandb_runs needs a project path as text, got {project!r}")
         local = path_kind(project) == "local"
-        api = None if local else self.api.get()
+        api = None if local else self.api()
         runs = list_path_runs(project, api, _parse_filters(filters, "wandb_runs"), where="wandb_runs")
         table = run_details_to_arrow(runs, app_url=None if api is None else app_url_of(api))
         frame = pl.from_arrow(_utc_times(table))
-        return frame.with_columns(  # type: ignore[union-attr]
+        return frame.with_columns(  # type: ignore[union-attr]  # a Table converts to a DataFrame
             pl.lit(project, pl.String).alias("_project"), pl.lit(filters, pl.String).alias("_filters")
         )
 
@@ -526,7 +446,7 @@ def _runs_schema() -> pl.Schema:
     from .polars import polars_schema
 
     schema = dict(polars_schema(RUN_DETAILS_SCHEMA))
-    schema.update({"_project": pl.String, "_filters": pl.String})
+    schema.update({"_project": pl.String(), "_filters": pl.String()})
     return pl.Schema(schema)
 
 
@@ -547,7 +467,7 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
     [('wandb_history', 'temp'), ('wandb_runs', 'temp')]
     >>> unregister(con); con.close()
     """
-    holder = _LazyApi(api)
+    holder = LazyApi(api)
     history = register_io_source(
         _LongSource(holder), schema=lambda: LONG_SCHEMA, explain_name="wandb_history"
     )

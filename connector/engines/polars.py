@@ -54,8 +54,9 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
-from ..core.arrow import EXTRA_COLUMN, INT, JSON, STEP_COLUMN, SchemaPlan
-from ..core.scan import expand_columns
+from ..core.arrow import EXTRA_COLUMN, STEP_COLUMN, SchemaPlan
+from ..core.columns import RUN_COLUMNS, check_key_list, check_keys, select_columns, union_kinds
+from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
 from ..resolve import resolve_run
 from .pushdown import POS_INF, Pushdown, analyze
@@ -63,8 +64,6 @@ from .pushdown import POS_INF, Pushdown, analyze
 if TYPE_CHECKING:
     from ..api import Api, Run
 
-IDENTITY = ("entity", "project", "run_id")
-_LEADING = (STEP_COLUMN, "_runtime", "_timestamp")
 FULL_ROWS_SHARE = 0.5  # fetch full rows when a projection selects more than this share of columns
 
 Engine = Literal["polars", "duckdb"]
@@ -81,7 +80,7 @@ def column_names(
 
     `reserved` names (the identity columns of a multi-run frame) are taken before any key.
 
-    >>> column_names(["_step", "loss", "entity"], reserved=IDENTITY)
+    >>> column_names(["_step", "loss", "entity"], reserved=RUN_COLUMNS)
     {'_step': '_step', 'loss': 'loss', 'entity': 'entity_1'}
     >>> column_names(["_step", "a\x00b", "", "Loss", "loss"], engine="duckdb")
     {'_step': '_step', 'a\x00b': 'a␀b', '': '(empty)', 'Loss': 'Loss', 'loss': 'loss_1'}
@@ -136,8 +135,8 @@ def arrow_frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
     """
     names = data.schema.names
     if "" not in names:
-        return pl.from_arrow(data)  # type: ignore[return-value]
-    frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+        return pl.from_arrow(data)  # type: ignore[return-value]  # a table or batch converts to a DataFrame
+    frame: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]  # a table converts to a DataFrame
         data.rename_columns([f"column_{i}" for i in range(len(names))])
     )
     frame.columns = names
@@ -146,12 +145,6 @@ def arrow_frame(data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
 
 def _renamed(schema: pl.Schema, names: Mapping[str, str]) -> pl.Schema:
     return pl.Schema([(names.get(name, name), dtype) for name, dtype in schema.items()])
-
-
-def _ordered(names: Iterable[str]) -> list[str]:
-    names = set(names) - {STEP_COLUMN, EXTRA_COLUMN}
-    head = [n for n in _LEADING[1:] if n in names]
-    return [STEP_COLUMN, *head, *sorted(names - set(head))]
 
 
 @dataclass(frozen=True)
@@ -168,19 +161,17 @@ class RunReader:
     run: Run
     plan: SchemaPlan
     restricted: bool = False
-    page_size: int = 1000
+    page_size: int = DEFAULT_PAGE_SIZE
     rename: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def for_run(cls, run: Run, keys: Sequence[str] | None = None, page_size: int = 1000) -> RunReader:
+    def for_run(cls, run: Run, keys: Sequence[str] | None = None, page_size: int = DEFAULT_PAGE_SIZE) -> RunReader:
         """A reader over all of a run's keys, or the flat columns `keys` expand to."""
         hk = run.history_keys
         if keys is None:
             return cls(run, SchemaPlan.from_history_keys(hk), False, page_size)
-        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-            raise ConfigurationError(f"keys must be a list of strings, got {keys!r}")
-        columns = expand_columns(hk, list(keys), "/".join(run.path))
-        plan = SchemaPlan.from_history_keys(hk, [STEP_COLUMN, *columns])
+        columns = select_columns(hk, check_key_list(keys), run_path="/".join(run.path))
+        plan = SchemaPlan.from_history_keys(hk, [STEP_COLUMN, *(columns or ())])
         return cls(run, plan, True, page_size)
 
     @property
@@ -229,27 +220,31 @@ class RunReader:
                 page_size=page_size,
                 concurrency=concurrency,
             )
-            pages = scan.pages()
+            batches = scan.to_batches(sub)
             try:
-                for page in pages:
-                    if len(page):
-                        frame = arrow_frame(sub.to_batch(page.decode()))
-                        if self.rename:
-                            frame = frame.rename(
-                                {k: c for k, c in self.rename.items() if k in frame.columns}
-                            )
-                        yield frame
+                for batch in batches:
+                    frame = arrow_frame(batch)
+                    if self.rename:
+                        frame = frame.rename({k: c for k, c in self.rename.items() if k in frame.columns})
+                    yield frame
             finally:
-                pages.close()
+                batches.close()
 
 
-def _finish(
+def finish_frames(
     frames: Iterator[pl.DataFrame],
     push: Pushdown,
     with_columns: Sequence[str] | None,
     n_rows: int | None,
 ) -> Iterator[pl.DataFrame]:
-    """Apply the residual predicate exactly, project, and stop after `n_rows` rows."""
+    """What an IO source yields: `frames` with the residual predicate of `push` applied exactly
+    (Polars does not filter an IO source's output again), projected to `with_columns`, stopped
+    after `n_rows` rows. `frames` is closed when the result ends or is closed.
+
+    >>> frames = iter([pl.DataFrame({"_step": [0, 1, 2], "a": [1.0, 5.0, 7.0]})])
+    >>> [f.rows() for f in finish_frames(frames, analyze(pl.col("a") > 2), ["a"], 1)]
+    [[(5.0,)]]
+    """
     remaining = n_rows
     try:
         for frame in frames:
@@ -286,7 +281,7 @@ def scan_history(
     keys: Sequence[str] | None = None,
     min_step: int | None = None,
     max_step: int | None = None,
-    page_size: int = 1000,
+    page_size: int = DEFAULT_PAGE_SIZE,
     engine: Engine = "polars",
 ) -> pl.LazyFrame:
     r"""One run's history as a `pl.LazyFrame` (one row per step; pushdown as in the module doc).
@@ -323,7 +318,7 @@ def scan_history(
         frames = reader.frames(
             _needed(with_columns, push), push.windows(min_step, max_step), limit=n_rows
         )
-        return _finish(frames, push, with_columns, n_rows)
+        return finish_frames(frames, push, with_columns, n_rows)
 
     return register_io_source(
         source,
@@ -343,9 +338,9 @@ def list_runs(
     ['a', 'b']
     """
     if isinstance(runs, str):
-        from ..api import Api
+        from ..api import default_api
 
-        return list((api or Api()).runs(runs, filters=filters))
+        return list(default_api(api).runs(runs, filters=filters))
     if filters:
         raise ConfigurationError("filters apply to a project path ('entity/project'), not to a list of runs")
     if not isinstance(runs, Iterable):
@@ -354,50 +349,34 @@ def list_runs(
 
 
 def union_readers(
-    runs: Sequence[Run], keys: Sequence[str] | None = None, page_size: int = 1000
+    runs: Sequence[Run], keys: Sequence[str] | None = None, page_size: int = DEFAULT_PAGE_SIZE
 ) -> tuple[list[RunReader], list[tuple[str, str]]]:
     """One reader per run, all typed by the union schema, and that schema's ``(name, kind)`` pairs.
 
     A key whose kind differs between runs becomes JSON text in every run (``0.5`` → ``"0.5"``).
-    With `keys`, a key unknown to one run is skipped there; unknown to every run, it raises.
+    With `keys`, a key unknown to one run is skipped there; unknown to every run, it raises
+    (`connector.core.columns.check_keys`).
     """
+    if keys is not None:
+        keys = check_key_list(keys)
+        check_keys(keys, {"/".join(run.path): run.history_keys for run in runs})
     per_run: list[tuple[Run, dict[str, str]]] = []
-    found: set[str] = set()
     for run in runs:
         hk = run.history_keys
-        columns = None
-        if keys is not None:
-            columns = []
-            for key in keys:
-                try:
-                    columns += expand_columns(hk, [key], "/".join(run.path))
-                    found.add(key)
-                except ConfigurationError:
-                    continue
-            columns = [STEP_COLUMN, *columns]
-        per_run.append((run, dict(SchemaPlan.from_history_keys(hk, columns).kinds)))
-    if keys is not None and runs:
-        missing = [k for k in keys if k not in found]
-        if missing:
-            raise ConfigurationError(
-                f"unknown key {missing[0]!r}: none of the {len(runs)} runs logged it"
-            )
-    union: dict[str, str] = {}
-    for _, kinds in per_run:
-        for name, kind in kinds.items():
-            union[name] = kind if union.get(name, kind) == kind else JSON
-    union[STEP_COLUMN] = INT
-    order = _ordered(union)
+        columns = select_columns(hk, keys, unknown="skip")
+        selected = None if columns is None else [STEP_COLUMN, *columns]
+        per_run.append((run, dict(SchemaPlan.from_history_keys(hk, selected).kinds)))
+    union = union_kinds(kinds for _, kinds in per_run)
     readers = [
         RunReader(
             run,
-            SchemaPlan(tuple((n, union[n]) for n in order if n in kinds)),
+            SchemaPlan(tuple((n, kind) for n, kind in union if n in kinds or n == STEP_COLUMN)),
             keys is not None,
             page_size,
         )
         for run, kinds in per_run
     ]
-    return readers, [(n, union[n]) for n in order]
+    return readers, list(union)
 
 
 def scan_histories(
@@ -408,7 +387,7 @@ def scan_histories(
     keys: Sequence[str] | None = None,
     min_step: int | None = None,
     max_step: int | None = None,
-    page_size: int = 1000,
+    page_size: int = DEFAULT_PAGE_SIZE,
     engine: Engine = "polars",
 ) -> pl.LazyFrame:
     """Many runs' history as one `pl.LazyFrame`: ``entity, project, run_id, _step, ..., _extra``.
@@ -432,10 +411,10 @@ def scan_histories(
     listed = list_runs(runs, api=api, filters=filters)
     readers, columns = union_readers(listed, keys, page_size)
     plan = SchemaPlan(tuple(columns))
-    names = column_names(plan.schema.names, reserved=IDENTITY, engine=engine)
+    names = column_names(plan.schema.names, reserved=RUN_COLUMNS, engine=engine)
     rename = {k: c for k, c in names.items() if k != c}
     readers = [replace(reader, rename=rename) for reader in readers]
-    identity = [(name, pl.String) for name in IDENTITY]
+    identity = [(name, pl.String) for name in RUN_COLUMNS]
     schema = pl.Schema(identity + list(_renamed(polars_schema(plan.schema), names).items()))
 
     def frames(
@@ -443,7 +422,7 @@ def scan_histories(
     ) -> Iterator[pl.DataFrame]:
         ranges = push.windows(min_step, max_step)
         for reader in readers:
-            ids = dict(zip(IDENTITY, reader.run.path, strict=True))
+            ids = dict(zip(RUN_COLUMNS, reader.run.path, strict=True))
             if not all(push.allows(name, value) for name, value in ids.items()):
                 continue
             for frame in reader.frames(needed, ranges, limit=limit):
@@ -455,8 +434,8 @@ def scan_histories(
         n_rows: int | None,
         batch_size: int | None,
     ) -> Iterator[pl.DataFrame]:
-        push = analyze(predicate, value_columns=IDENTITY)
-        return _finish(
+        push = analyze(predicate, value_columns=RUN_COLUMNS)
+        return finish_frames(
             frames(_needed(with_columns, push), push, n_rows), push, with_columns, n_rows
         )
 
@@ -470,7 +449,7 @@ def _conform(
     frame: pl.DataFrame, ids: dict[str, str], schema: pl.Schema, needed: set[str] | None
 ) -> pl.DataFrame:
     """Add the identity columns and typed nulls for absent columns, in schema order."""
-    names = [n for n in schema if needed is None or n in needed or n in IDENTITY or n == STEP_COLUMN]
+    names = [n for n in schema if needed is None or n in needed or n in RUN_COLUMNS or n == STEP_COLUMN]
     exprs = []
     for name in names:
         if name in ids:

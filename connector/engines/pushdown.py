@@ -277,11 +277,13 @@ def _comparison_range(op: str, x: float | int) -> Ranges:
 def _compare(node: dict[str, Any]) -> tuple[str, str, Any] | None:
     """``(column, op, literal)`` of a comparison between a column and a literal, either way round."""
     op = node.get("op")
+    if not isinstance(op, str):
+        return None
     left, right = node.get("left"), node.get("right")
-    if _column(left) is not None and (value := literal(right)) is not _MISSING:
-        return _column(left), op, value  # type: ignore[return-value]
-    if _column(right) is not None and op in _FLIP and (value := literal(left)) is not _MISSING:
-        return _column(right), _FLIP[op], value  # type: ignore[return-value]
+    if (column := _column(left)) is not None and (value := literal(right)) is not _MISSING:
+        return column, op, value
+    if (column := _column(right)) is not None and op in _FLIP and (value := literal(left)) is not _MISSING:
+        return column, _FLIP[op], value
     return None
 
 

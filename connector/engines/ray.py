@@ -26,7 +26,7 @@ How it reads
   is the union over runs: a run without a column has nulls there, and a key whose kind differs
   between runs is JSON text in every run (as `connector.polars.scan_histories`). A key whose name
   is not a usable column name (``entity``, ``run_id``, ``_step``... in any letter case, empty, with
-  a control character) gets the column of `connector.export.tables.column_for_key`
+  a control character) gets the column of `connector.core.columns.column_for_key`
   (``<prefix>~<8 hex>``); the ``{column: key}`` map is in the schema metadata (``wandb.keys``).
 * **Projection pushdown**: ``ds.select_columns([...])`` (and Ray's optimizer) reaches the tasks:
   only the selected keys are fetched. Selecting ``_extra`` fetches the dataset's whole key set
@@ -56,10 +56,21 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..core.arrow import EXTRA_COLUMN, INT, JSON, STEP_COLUMN, SchemaPlan
+from ..core.arrow import EXTRA_COLUMN, STEP_COLUMN, SchemaPlan
+from ..core.columns import (
+    KEYS_META,
+    RESERVED_COLUMNS,
+    RUN_COLUMNS,
+    check_key_list,
+    check_keys,
+    key_columns,
+    last_step,
+    select_columns,
+    union_kinds,
+)
+from ..core.runpath import is_project_path
+from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
-from ..export.plan import did_you_mean, known_keys, run_columns, run_last_step, unknown_keys
-from ..export.tables import KEYS_META, RUN_COLUMNS, column_for_key
 
 if TYPE_CHECKING:
     import ray.data
@@ -71,7 +82,6 @@ if TYPE_CHECKING:
 DEFAULT_PARTITION_ROWS = 50_000
 #: Requests in flight across every task of one dataset (the API-wide limit).
 DEFAULT_MAX_REQUESTS = 8
-IDENTITY = (*RUN_COLUMNS, STEP_COLUMN, EXTRA_COLUMN)
 #: Listing attributes a read task does not need (config and summary can be large).
 _HEAVY_ATTRS = frozenset({"config", "summaryMetrics", "systemMetrics", "description", "notes"})
 
@@ -144,7 +154,7 @@ class HistoryPlan:
     columns: dict[str, str]
     keys: tuple[str, ...] | None
     run_kinds: dict[str, dict[str, str]]
-    page_size: int = 1000
+    page_size: int = DEFAULT_PAGE_SIZE
 
     def column(self, key: str) -> str:
         return self.columns.get(key, key)
@@ -163,7 +173,9 @@ class HistoryPlan:
         if wanted is not None:
             keep = set(wanted)
             fields = [f for f in fields if f.name in keep]
-        meta = {KEYS_META: _json_bytes({c: k for k, c in self.columns.items()})} if self.columns else None
+        meta: dict[bytes | str, bytes | str] | None = (
+            {KEYS_META: _json_bytes({c: k for k, c in self.columns.items()})} if self.columns else None
+        )
         return pa.schema(fields, metadata=meta)
 
     def key_of(self, column: str) -> str:
@@ -191,12 +203,11 @@ def list_runs(
     >>> list_runs([], api=object())
     []
     """
-    from ..api import Api, Run
-    from ..export.sources import _is_project
+    from ..api import Run, default_api
 
     if isinstance(project_or_runs, str):
-        api = api or Api()
-        if _is_project(project_or_runs):
+        api = default_api(api)
+        if is_project_path(project_or_runs):
             return list(api.runs(project_or_runs, filters=filters, per_page=100))
         items: Sequence[Any] = [project_or_runs]
     else:
@@ -208,7 +219,7 @@ def list_runs(
         if isinstance(item, Run):
             out.append(item)
         elif isinstance(item, str):
-            api = api or Api()
+            api = default_api(api)
             out.append(api.run(item))
         else:
             raise ConfigurationError(f"expected 'entity/project', a run path or a Run; got {type(item).__name__}")
@@ -216,8 +227,8 @@ def list_runs(
 
 
 def _run_kinds(run: Run, keys: Sequence[str] | None) -> dict[str, str]:
-    columns = run_columns(run, keys)
     hk = run.history_keys or {}
+    columns = select_columns(hk, keys, unknown="skip")
     plan = SchemaPlan.from_history_keys(hk, None if columns is None else [STEP_COLUMN, *columns])
     return dict(plan.kinds)
 
@@ -243,7 +254,7 @@ def plan_partitions(
     max_step: int | None = None,
     partition_steps: int | None = None,
     parallelism: int | None = None,
-    page_size: int = 1000,
+    page_size: int = DEFAULT_PAGE_SIZE,
     allow_missing: bool = False,
 ) -> HistoryPlan:
     """Cut every run's range into partitions and fix the union schema (see the module docstring).
@@ -263,16 +274,12 @@ def plan_partitions(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
     if keys is not None:
-        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-            raise ConfigurationError(f"keys must be a list of strings, got {keys!r}")
-        bad = unknown_keys(keys, runs) if runs and not allow_missing else []
-        if bad:
-            raise ConfigurationError(
-                f"unknown key {bad[0]!r}: none of the {len(runs)} runs logged it{did_you_mean(bad[0], known_keys(runs))}"
-            )
+        keys = check_key_list(keys)
+        if not allow_missing:
+            check_keys(keys, {"/".join(run.path): run.history_keys for run in runs})
     spans: list[tuple[Run, int, int, int]] = []
     for run in runs:
-        last = run_last_step(run)
+        last = last_step(run.history_keys)
         stop = last + 1 if max_step is None else min(max_step, last + 1)
         if stop <= min_step:
             continue
@@ -293,34 +300,9 @@ def plan_partitions(
         for a, b in cuts:
             parts.append(Partition(run.entity, run.project, run.id, a, b, max(1, rows // len(cuts)), attrs))
     per_run = {"/".join(run.path): _run_kinds(run, keys) for run in runs}
-    union: dict[str, str] = {}
-    for kinds in per_run.values():
-        for name, kind in kinds.items():
-            union[name] = kind if union.get(name, kind) == kind else JSON
-    union.pop(STEP_COLUMN, None)
-    ordered = [name for name, _ in SchemaPlan.from_history_keys({"keys": dict.fromkeys(union)}).kinds[1:]]
-    kinds = ((STEP_COLUMN, INT), *((name, union[name]) for name in ordered))
-    columns = _column_names([name for name, _ in kinds[1:]])
+    kinds = union_kinds(per_run.values())
+    columns = key_columns(name for name, _ in kinds[1:])
     return HistoryPlan(tuple(parts), kinds, columns, None if keys is None else tuple(keys), per_run, page_size)
-
-
-def _column_names(keys: Sequence[str]) -> dict[str, str]:
-    """``{key: column}`` for the keys that cannot be their own column (`column_for_key`), keeping
-    names unique when folded to lower case (Spark and most lakehouse readers fold case).
-
-    >>> _column_names(["loss", "Entity", "LOSS"])
-    {'Entity': 'Entity~c7fb3177', 'LOSS': 'LOSS~72ab4b12'}
-    """
-    out: dict[str, str] = {}
-    taken = {name.casefold() for name in IDENTITY}
-    for key in keys:
-        column = column_for_key(key)
-        if column.casefold() in taken:
-            column = column_for_key(key, force=True)
-        taken.add(column.casefold())
-        if column != key:
-            out[key] = column
-    return out
 
 
 # -- reading one partition -----------------------------------------------------------------------
@@ -336,7 +318,7 @@ def fetch_columns(plan: HistoryPlan, wanted: Sequence[str] | None) -> tuple[list
     """
     if wanted is None or EXTRA_COLUMN in wanted:
         return None, True
-    keys = [plan.key_of(c) for c in wanted if c not in IDENTITY]
+    keys = [plan.key_of(c) for c in wanted if c not in RESERVED_COLUMNS]
     return keys, False
 
 
@@ -364,16 +346,16 @@ def read_partition(
         assert credentials is not None
         api = credentials.api()
     if gate is not None:
-        api.transport = api.transport.with_gate(gate)
+        api = api.with_transport(api.transport.with_gate(gate))
     run = Run(api, RunRef(part.entity, part.project, part.run_id), part.attrs)
     run_kinds = plan.run_kinds.get(part.path) or {}
     union = dict(plan.kinds)
     keys, with_extra = fetch_columns(plan, wanted)
     if keys is None:
-        scan_columns = None if plan.keys is None else run_columns(run, plan.keys)
+        scan_columns = select_columns(run.history_keys, plan.keys, unknown="skip")
     else:
         scan_columns = [k for k in keys if k in run_kinds and k != STEP_COLUMN]
-    own = [STEP_COLUMN, *(k for k in run_kinds if k != STEP_COLUMN and (keys is None or k in scan_columns))]
+    own = [STEP_COLUMN, *(k for k in run_kinds if k != STEP_COLUMN and (keys is None or k in keys))]
     convert = SchemaPlan(tuple((k, union[k]) for k in own), with_extra=with_extra)
     scan = HistoryScan(
         run.source,
@@ -386,13 +368,9 @@ def read_partition(
     )
     ids = {"entity": part.entity, "project": part.project, "run_id": part.run_id}
     by_column = {plan.column(k): k for k in own}
-    for page in scan.pages():
-        rows = page.decode()
-        if not rows:
-            continue
-        batch = convert.to_batch(rows)
+    for batch in scan.to_batches(convert):
         n = batch.num_rows
-        arrays = []
+        arrays: list[pa.Array[Any]] = []
         for f in schema:
             if f.name in ids:
                 arrays.append(pa.array([ids[f.name]] * n, pa.string()))
@@ -591,7 +569,7 @@ def read_history(
     partition_steps: int | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
     concurrency: int | None = None,
-    page_size: int = 1000,
+    page_size: int = DEFAULT_PAGE_SIZE,
     page_concurrency: int = 2,
     ship_api_key: bool = True,
     allow_missing: bool = False,
@@ -613,11 +591,11 @@ def read_history(
     >>> ds.select_columns(["run_id", "_step", "loss"]).to_arrow_refs()  # doctest: +SKIP
     """
     ray = _need_ray()
-    from ..api import Api
+    from ..api import default_api
 
     if not isinstance(max_requests, int) or max_requests < 1:
         raise ConfigurationError(f"max_requests must be a positive integer, got {max_requests!r}")
-    api = api or Api()
+    api = default_api(api)
     runs = list_runs(project_or_runs, filters=filters, api=api)
     from ..remote.source import ApiSource
 

@@ -34,7 +34,7 @@ partition per (run, step range), cut on multiples of a partition size. Each part
 of the schema fixed when the query was planned: ``entity, project, run_id, _step``, one column per
 key (``double``, ``boolean``, ``string``; JSON text for media, lists and mixed types), ``_extra``.
 Keys whose kind differs between runs are JSON text; keys named like an identity column get the
-`connector.export.tables.column_for_key` name. A PySpark 4.0 Python data source cannot receive
+`connector.core.columns.column_for_key` name. A PySpark 4.0 Python data source cannot receive
 Spark's column pruning, so use ``keys`` to fetch less. Rate: each task has at most two requests
 in flight, so the cluster's task slots × 2 bounds the requests in flight (PySpark has no shared
 limiter like the Ray reader's actor; lower ``spark.task.cpus``-based concurrency to go gentler).
@@ -50,6 +50,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
 
 NAME = "wandb_history"
@@ -96,7 +97,7 @@ def parse_options(options: Mapping[str, str]) -> dict[str, Any]:
     else:
         out["keys"] = None
     out["filters"] = json.loads(opts["filters"]) if opts.get("filters") else None
-    for name, default in (("min_step", 0), ("max_step", None), ("partition_steps", None), ("parallelism", None), ("page_size", 1000)):
+    for name, default in (("min_step", 0), ("max_step", None), ("partition_steps", None), ("parallelism", None), ("page_size", DEFAULT_PAGE_SIZE)):
         value = opts.get(name)
         try:
             out[name] = int(value) if value not in (None, "") else default

@@ -8,6 +8,8 @@ dependency (never imported unless this route is used): `history_resource` return
 watermarks live in ``dlt.current.resource_state()``, which dlt commits atomically with the loaded
 data (the same contract as the built-in sinks: last committed step per run and key set, inclusive
 ``min_step``, exclusive ``max_step``, a lag window for running runs, merge on (run, ``_step``)).
+The chunks and their states are the exporter's own (`connector.export.chunks.read_chunks`): the
+same tables, and each watermark in the form the built-in sinks store (`StreamState.to_json`).
 
     import dlt
     from connector.export.dlt import history_resource
@@ -20,8 +22,10 @@ with the data:
 >>> from connector.core.rundata import MemoryRun, RunMeta
 >>> run = MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": i, "x": 1.0} for i in range(25)])
 >>> marks = {}
->>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)], marks
-([10, 10, 5], {'e/p/r|*': {'watermark': 24, 'min_step': 0, 'last_step': 24, 'line_count': 25, 'run_state': 'finished'}})
+>>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)]
+[10, 10, 5]
+>>> {k: marks["e/p/r|*"][k] for k in ("watermark", "min_step", "last_step", "line_count", "run_state")}
+{'watermark': 24, 'min_step': 0, 'last_step': 24, 'line_count': 25, 'run_state': 'finished'}
 >>> [t.num_rows for t in iter_history_tables([run], marks, chunk_steps=10)]
 []
 """
@@ -29,15 +33,15 @@ with the data:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..core.scan import HistoryScan
-from .checkpoint import StreamState
-from .plan import ExportOptions, plan_run, run_columns, slot_chunks
+from .checkpoint import StateKey, StreamState
+from .chunks import read_chunks
+from .plan import ExportOptions, plan_run
 from .sources import Damaged, Missing, iter_runs
-from .tables import name_columns, with_run_columns
 
 if TYPE_CHECKING:
     from ..api import Api
@@ -51,7 +55,8 @@ def iter_history_tables(
     **options: Any,
 ) -> Iterator[pa.Table]:
     """Yield one Arrow table per chunk after each run's watermark; update `watermarks` (keyed by
-    ``"entity/project/run_id|<key set>"``) after the consumer has taken the chunk."""
+    ``"entity/project/run_id|<key set>"``, each a `StreamState` as JSON) after the consumer has taken
+    the chunk. `options` are those of `ExportOptions` (the destination ones aside)."""
     from .limiter import AimdLimiter
     from .runner import limited_api
 
@@ -63,39 +68,13 @@ def iter_history_tables(
         if isinstance(run, Missing | Damaged):
             continue
         mark_key = f"{run.entity}/{run.project}/{run.id}|{opts.key_set}"
+        key = StateKey(run.entity, run.project, run.id, opts.stream, opts.key_set)
         saved = watermarks.get(mark_key)
-        key = plan_run(run, None, opts).key
-        prior = StreamState(key, **saved) if saved else None
-        plan = plan_run(run, prior, opts)
-        columns = run_columns(run, opts.keys)
-        for step_range in plan.ranges:
-            scan = HistoryScan(
-                run.source,
-                columns=tuple(columns) if columns is not None else None,
-                min_step=step_range.lo,
-                max_step=step_range.hi,
-                page_size=opts.page_size,
-                concurrency=opts.concurrency,
-                known_keys=run.history_keys,
-            )
-            done = False
-            for chunk, rows in slot_chunks(scan.to_batches(), step_range.lo, step_range.hi, plan.chunk_steps):
-                yield with_run_columns(name_columns(rows)[0], run.entity, run.project, run.id)
-                min_step, watermark = step_range.chunk_state(chunk.slot_end, chunk.last)
-                watermarks[mark_key] = _mark(plan, run.state, min_step, watermark)
-                done = chunk.last
-            if not done:
-                watermarks[mark_key] = _mark(plan, run.state, step_range.min_step, step_range.watermark)
-
-
-def _mark(plan: Any, run_state: str | None, min_step: int, watermark: int) -> dict[str, Any]:
-    return {
-        "watermark": watermark,
-        "min_step": min_step,
-        "last_step": plan.last_step,
-        "line_count": plan.line_count,
-        "run_state": run_state,
-    }
+        prior = StreamState.from_json({**saved, "key": asdict(key)}) if saved else None
+        for chunk in read_chunks(plan_run(run, prior, opts), opts):
+            if chunk.table is not None:
+                yield chunk.table
+            watermarks[mark_key] = chunk.state.to_json()
 
 
 def history_resource(sources: Sequence[Any], *, api: Api | None = None, **options: Any) -> Any:

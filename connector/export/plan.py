@@ -35,13 +35,15 @@ once a backfill range is complete and reaches it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
+from ..core.columns import check_key_list, last_step
+from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
 from .checkpoint import HISTORY, HISTORY_LONG, StateKey, StreamState, key_set_id
 
@@ -66,7 +68,7 @@ class ExportOptions:
     full_refresh: bool = False
     dry_run: bool = False
     running_lag: int = 100
-    page_size: int = 1000
+    page_size: int = DEFAULT_PAGE_SIZE
     filters: dict[str, Any] | None = None
     run_states: tuple[str, ...] = ()
     run_ids: tuple[str, ...] = ()
@@ -88,8 +90,8 @@ class ExportOptions:
             raise ConfigurationError(
                 f"max_step ({self.max_step}) must be above min_step ({self.min_step}); max_step is exclusive"
             )
-        if self.keys is not None and (isinstance(self.keys, str) or not all(isinstance(k, str) for k in self.keys)):
-            raise ConfigurationError(f"keys must be a list of strings, got {self.keys!r}")
+        if self.keys is not None:
+            check_key_list(self.keys)
 
     @property
     def key_set(self) -> str:
@@ -99,11 +101,6 @@ class ExportOptions:
     def stream(self) -> str:
         """The state stream of the history in this layout (each layout is a table of its own)."""
         return HISTORY if self.layout == "wide" else HISTORY_LONG
-
-
-def run_last_step(run: Run) -> int:
-    last = (run.history_keys or {}).get("lastStep")
-    return last if isinstance(last, int) else -1
 
 
 @dataclass(frozen=True)
@@ -241,7 +238,7 @@ def plan_run(
     ('backfill', [(0, 20, 0, 29)])
     """
     key = StateKey(run.entity, run.project, run.id, options.stream, options.key_set)
-    last = run_last_step(run)
+    last = last_step(run.history_keys)
     lines = run.history_line_count
     chunk_steps = chunk_steps or (prior.chunk_steps if prior is not None else None) or options.chunk_steps
     stop = last + 1 if options.max_step is None else min(options.max_step, last + 1)
@@ -282,56 +279,3 @@ def plan_run(
     if not ranges:
         action = "up-to-date"
     return RunPlan(run, key, prior, action, ranges, last, lines, chunk_steps, notes)
-
-
-def known_keys(runs: Sequence[Run]) -> set[str]:
-    """Every flattened key the runs logged."""
-    out: set[str] = set()
-    for run in runs:
-        out.update(((run.history_keys or {}).get("keys") or {}).keys())
-    return out
-
-
-def unknown_keys(keys: Sequence[str], runs: Sequence[Run]) -> list[str]:
-    """The requested keys that no run logged (a nested parent counts when a run logged a leaf).
-
-    >>> from connector.api import Run
-    >>> from connector.core.rundata import MemoryRun, RunMeta
-    >>> r = Run.from_run_data(MemoryRun(RunMeta("e", "p", "r"), rows=[{"_step": 0, "loss": 1.0, "t": {"a": 1}}]))
-    >>> unknown_keys(["loss", "t", "los"], [r])
-    ['los']
-    """
-    known = known_keys(runs)
-    return [
-        k for k in keys
-        if k != "_step" and k not in known and not any(n.startswith(k + ".") for n in known)
-    ]  # fmt: skip
-
-
-def did_you_mean(word: str, choices: Sequence[str] | set[str], n: int = 3) -> str:
-    """``"; did you mean 'loss'?"`` (or ``""``), for error messages.
-
-    >>> did_you_mean("los", {"loss", "acc"})
-    "; did you mean 'loss'?"
-    """
-    import difflib
-
-    close = difflib.get_close_matches(word, sorted(choices), n=n, cutoff=0.6)
-    return "; did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
-
-
-def run_columns(run: Run, keys: Sequence[str] | None) -> list[str] | None:
-    """The flat columns to fetch for `run`: None for all; requested keys the run never logged are
-    skipped (their columns stay NULL), a nested parent selects its leaves."""
-    if keys is None:
-        return None
-    known = list(((run.history_keys or {}).get("keys") or {}).keys())
-    out: list[str] = []
-    for key in keys:
-        if key == "_step":
-            continue
-        if key in known:
-            out.append(key)
-        else:
-            out += [k for k in known if k.startswith(key + ".")]
-    return list(dict.fromkeys(out))

@@ -48,12 +48,11 @@ summary of what was committed; the CLI exits 130). Every commit already made is 
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,37 +60,22 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..core.arrow import SchemaPlan
-from ..core.scan import HistoryScan
-from ..core.values import history_keys_from_rows
+from ..core.columns import check_keys, did_you_mean
+from ..core.values import history_keys_from_rows, strict_json_value
 from ..errors import ConfigurationError
 from ..remote.transport import RetryPolicy
 from .checkpoint import EVENTS, STEP_STREAMS, StateKey, StreamState
+from .chunks import read_chunks, rewinds_of
 from .limiter import AimdLimiter
-from .plan import (
-    ExportOptions,
-    RunPlan,
-    did_you_mean,
-    known_keys,
-    plan_run,
-    run_columns,
-    slot_chunks,
-    unknown_keys,
-)
+from .plan import ExportOptions, RunPlan, plan_run
 from .progress import Progress
 from .sinks.base import Interrupted, Sink, now_iso
 from .sinks.dest import Destination, parse_destination, scrub
 from .sources import Damaged, Listing, Missing, iter_runs
-from .tables import (
-    TIMESTAMP_COLUMN,
-    mark_json_columns,
-    name_columns,
-    strict_json_value,
-    with_key_names,
-    with_run_columns,
-)
+from .tables import TIMESTAMP_COLUMN, name_columns, with_key_names, with_run_columns
 
 if TYPE_CHECKING:
-    from ..api import Api, Run
+    from ..api import Api, LazyApi, Run
 
 EVENTS_SAMPLES = 100_000
 log = logging.getLogger("connector.export")
@@ -174,25 +158,18 @@ def open_sink(dest: Destination, options: ExportOptions) -> Sink:
     return sink
 
 
-def limited_api(api: Api | None, limiter: AimdLimiter, retry: RetryPolicy | None) -> Callable[[], Api]:
-    """A factory of one shared `Api` whose transport goes through `limiter` (made on first use)."""
-    box: list[Api] = []
-    lock = threading.Lock()
+def limited_api(api: Api | None, limiter: AimdLimiter, retry: RetryPolicy | None) -> LazyApi:
+    """One shared `Api` (`api`, else `connector.api.default_api`), made on first use, whose transport
+    goes through `limiter` and retries with `retry` (when given); `api` itself is left as it is."""
+    from ..api import LazyApi
 
-    def factory() -> Api:
-        with lock:
-            if not box:
-                from ..api import Api as _Api
+    def gated(base: Api) -> Api:
+        transport = base.transport.with_gate(limiter)
+        if retry is not None:
+            transport.retry = retry
+        return base.with_transport(transport)
 
-                base = api if api is not None else _Api()
-                clone = copy.copy(base)
-                clone.transport = base.transport.with_gate(limiter)
-                if retry is not None:
-                    clone.transport.retry = retry
-                box.append(clone)
-            return box[0]
-
-    return factory
+    return LazyApi(api, gated)
 
 
 def _one_line(exc: BaseException, secret: str | None) -> str:
@@ -255,17 +232,10 @@ class Exporter:
 
     def _transport_stats(self) -> None:
         self.summary.limiter = self.limiter.stats()
-        try:
-            api = self.api_factory() if self._api_used else None
-        except Exception:  # no API configured: a local-only export
-            api = None
-        if api is not None:
+        if self.api_factory.made:  # never made: no request went through it
+            api = self.api_factory()
             self.summary.requests = api.transport.stats["requests"]
             self.summary.retries = api.transport.stats["retries"]
-
-    @property
-    def _api_used(self) -> bool:
-        return any(isinstance(s, str) and not _looks_local(s) for s in self.sources)
 
     # -- listing and checks ----------------------------------------------------------------------
     def _list(self) -> tuple[list[Run], list[Missing], list[Listing]]:
@@ -321,15 +291,9 @@ class Exporter:
                     f"no run {what} project {listing.entity}/{listing.project} (pass --allow-missing "
                     "to accept an empty export)"
                 )
-        if o.keys and runs:
-            bad = unknown_keys(o.keys, runs)
-            if bad:
-                known = known_keys(runs)
-                sample = ", ".join(sorted(k for k in known if not k.startswith("_"))[:8])
-                raise ConfigurationError(
-                    f"unknown key {bad[0]!r}: no run of this export logged it{did_you_mean(bad[0], known)}"
-                    f" (logged keys include {sample}; pass --allow-missing to export it anyway)"
-                )
+        if o.keys:
+            logged = {"/".join(run.path): run.history_keys for run in runs}
+            check_keys(o.keys, logged, hint="pass --allow-missing to export it anyway")
 
     # -- dry run ---------------------------------------------------------------------------------
     def _dry_run(self, runs: list[Run], missing: list[Missing], listings: list[Listing]) -> None:
@@ -468,9 +432,8 @@ class Exporter:
             if plan.action == "rewound":
                 self.summary.rewound.append(plan.path)
         reset: list[StreamState] = []
-        rewinds = prior.rewinds if prior is not None else 0
         if plan.action == "rewound":
-            rewinds += 1
+            rewinds = rewinds_of(plan)
             # the run's rows go from both history tables: every watermark of the run starts over
             reset = [StreamState(s.key, rewinds=s.rewinds + (s.key == key), keys=s.keys, layout=s.layout)
                      for s in self._run_states(run, self.states)]  # fmt: skip
@@ -484,7 +447,6 @@ class Exporter:
             if prior is not None and (prior.run_state != run.state or prior.deleted_at):
                 self.sink.commit_state([prior.evolve(run_state=run.state, deleted_at=None)])
             return 0, watermark
-        columns = run_columns(run, o.keys)
         # Steps above every committed watermark of the run (any key set) cannot be in the table yet
         # (rows and watermarks commit together), so those chunks are plain inserts; the rest merge.
         floor = -1
@@ -492,48 +454,21 @@ class Exporter:
             marks = [s.watermark for s in self._run_states(run, self.states, (o.stream,)) if s.watermark is not None]
             floor = int(max(marks)) if marks else -1
         total = 0
-
-        def state(min_step: int, mark: int) -> StreamState:
-            return StreamState(
-                key, watermark=mark, last_step=plan.last_step, line_count=plan.line_count,
-                run_state=run.state, rewinds=rewinds, keys=o.keys, layout=o.layout,
-                chunk_steps=plan.chunk_steps, min_step=min_step,
+        for chunk in read_chunks(plan, o, stop=self.stop):
+            assert chunk.state.watermark is not None  # a chunk's state always has its watermark
+            watermark = int(chunk.state.watermark)
+            if chunk.table is None:  # no rows at the end of the range: the state still moves on
+                self.sink.commit_state([chunk.state])
+                continue
+            rows = self.sink.write_chunk(
+                "history", chunk.table, chunk.state, lo=chunk.lo, hi=chunk.hi, stop=self.stop, fresh=chunk.lo > floor,
             )  # fmt: skip
-
-        for step_range in plan.ranges:
-            if self.stop.is_set():
-                raise Interrupted("interrupted")
-            scan = HistoryScan(
-                run.source,
-                columns=tuple(columns) if columns is not None else None,
-                min_step=step_range.lo,
-                max_step=step_range.hi,
-                page_size=o.page_size,
-                concurrency=o.concurrency,
-                known_keys=run.history_keys,
-            )
-            wrote_last = False
-            for chunk, rows_table in slot_chunks(scan.to_batches(), step_range.lo, step_range.hi, plan.chunk_steps):
-                if self.stop.is_set():
-                    raise Interrupted("interrupted")
-                json_columns = {name for name, kind in scan.plan.kinds if kind == "json"}
-                table, renamed = name_columns(mark_json_columns(rows_table, json_columns))
-                table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
-                min_step, watermark = step_range.chunk_state(chunk.slot_end, chunk.last)
-                rows = self.sink.write_chunk(
-                    "history", table, state(min_step, watermark), lo=chunk.lo, hi=chunk.hi,
-                    stop=self.stop, fresh=chunk.lo > floor,
-                )  # fmt: skip
-                floor = max(floor, chunk.hi - 1)
-                wrote_last = chunk.last
-                total += rows
-                self.progress.rows(plan.path, rows)
-                with self._lock:
-                    self.summary.rows += rows
-                    self.summary.chunks += 1
-            if not wrote_last:  # no rows at the end of the range: the state still moves on
-                watermark = step_range.watermark
-                self.sink.commit_state([state(step_range.min_step, watermark)])
+            floor = max(floor, chunk.hi - 1)
+            total += rows
+            self.progress.rows(plan.path, rows)
+            with self._lock:
+                self.summary.rows += rows
+                self.summary.chunks += 1
         self._check_line_count(plan, total)
         with self._lock:
             self.summary.runs_exported += 1
@@ -583,6 +518,7 @@ class Exporter:
         if table is None:
             self.sink.commit_state([state])
             return
+        assert watermark is not None  # rows came, so they set the watermark
         table, renamed = name_columns(table, (TIMESTAMP_COLUMN, "_extra"))
         table = with_key_names(with_run_columns(table, run.entity, run.project, run.id), renamed)
         lo = prior.watermark if prior is not None and prior.watermark is not None else float("-inf")
@@ -620,12 +556,6 @@ def _runs_row(run: Run) -> dict[str, Any]:
     row["config"] = json.dumps(strict_json_value(row["config"]), sort_keys=True, allow_nan=False)
     row["summary"] = json.dumps(strict_json_value(row["summary"]), sort_keys=True, allow_nan=False)
     return row
-
-
-def _looks_local(source: str) -> bool:
-    from ..core.runpath import is_local_path
-
-    return is_local_path(source)
 
 
 __all__ = ["EVENTS_SAMPLES", "ExportInterrupted", "ExportSummary", "Exporter", "events_table", "open_sink"]

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.runpath import is_local_path
+from ..core.runpath import is_local_path, is_project_path, parse_project_path
 from ..errors import ConfigurationError, NotFoundError
 
 if TYPE_CHECKING:
@@ -77,13 +77,6 @@ class Missing:
     run_id: str
 
 
-def _is_project(text: str) -> bool:
-    if "://" in text:
-        return False
-    parts = [p for p in text.strip().strip("/").split("/") if p]
-    return len(parts) <= 2 and ":" not in text
-
-
 def iter_runs(
     sources: Sequence[Any],
     api_factory: Any,
@@ -111,10 +104,8 @@ def iter_runs(
             yield Run.from_run_data(source)
         elif isinstance(source, str | os.PathLike) and is_local_path(source):
             yield from _local(source, skip_damaged)
-        elif isinstance(source, str) and _is_project(source):
+        elif isinstance(source, str) and is_project_path(source):
             api: Api = api_factory()
-            from ..core.runpath import parse_project_path
-
             entity, project = parse_project_path(source, default_entity=api.settings.entity or api.default_entity)
             listing = Listing(entity, project, exhaustive=not flt)
             if listings is not None:
@@ -125,7 +116,7 @@ def iter_runs(
             listing.complete = True
         elif isinstance(source, str):
             api = api_factory()
-            ref = api._ref(source)
+            ref = api.ref(source)
             try:
                 yield api.run(ref)
             except NotFoundError:

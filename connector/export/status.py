@@ -201,7 +201,7 @@ def _sql_status(
         counts[table] = {(e, p, r): (int(n), None if s is None else int(s)) for e, p, r, n, s in rows}
     if external is not None:
         store = JsonStateStore(external)
-        states = [(s, None) for s in store.load().values()]
+        states: list[tuple[StreamState, str | None]] = [(s, None) for s in store.load().values()]
         status.last_export = _mtime(Path(external))
     else:
         have = set(state_columns)
@@ -296,7 +296,7 @@ def _parquet_counts(root: Path, table: str, states: Sequence[StreamState]) -> Co
         if table in STEP_TABLES:
             seen: set[int] = set()
             for f in files:
-                seen.update(pq.read_table(f, columns=["_step"]).column(0).to_pylist())
+                seen.update(pq.read_table(f, columns=["_step"]).column(0).to_pylist())  # type: ignore[arg-type]  # _step is non-nullable
             steps = len(seen)
         out[(e, p, r)] = (rows, steps)
     return out

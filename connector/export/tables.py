@@ -4,23 +4,25 @@ Wide layout (``history``): ``entity, project, run_id, _step`` then one column pe
 column policy of `connector.core.arrow`: float64, bool, string, JSON text) and ``_extra``. Primary key
 ``(entity, project, run_id, _step)``.
 
-Long layout (``history_long``): one row per (run, step, key) holding a non-null value:
-``entity, project, run_id, _step, key, value_number (float64), value_bool, value_text`` — numbers in
-``value_number`` (NaN/±inf kept), booleans in ``value_bool``, strings and JSON text (media, lists,
-values of mixed-type keys) in ``value_text``. The values that ``_extra`` held in the wide layout are
-unpacked into rows of their own. Primary key ``(entity, project, run_id, _step, key)``; it never
-needs DDL when keys appear.
+Long layout (``history_long``): ``entity, project, run_id`` then the project's one long layout
+(`connector.core.long`, also what SQL's ``wandb_history(...)`` returns): one row per (step, key)
+holding a non-null value, ``_step, key, value_number (float64), value_bool, value_text`` — numbers
+in ``value_number`` (NaN/±inf kept), booleans in ``value_bool``, strings and JSON text (media,
+lists, values of mixed-type keys) in ``value_text``. The values that ``_extra`` held in the wide
+layout are unpacked into rows of their own. Primary key ``(entity, project, run_id, _step, key)``;
+it never needs DDL when keys appear.
 
 System metrics (``system_metrics``): wide, ``entity, project, run_id, _timestamp`` then the metric
 columns; primary key ``(entity, project, run_id, _timestamp)``.
 
-**Column names** (`column_for_key`, the one rule of every destination): a key is its own column
-name unless it differs only in letter case from a column the destination already has (DuckDB folds
-case, and so do readers of a Parquet dataset: `fold_collisions`), is empty, holds a control character (NUL included), equals one of the identity
-columns ``entity``, ``project``, ``run_id``, ``_step``, ``_extra`` in any letter case, ends like a
-mapped name (``~`` and 8 hex digits), or is longer than the engine allows (PostgreSQL: 63 bytes).
-Such a key gets the column ``<its printable prefix>~<first 8 hex digits of sha1(key)>``, recorded
-with the data (``_wandb_column_map`` in DuckDB and PostgreSQL, ``column_map`` in a Parquet dataset's
+**Column names** (`connector.core.columns.column_for_key`, the one rule of every destination): a
+key is its own column name unless it differs only in letter case from a column the destination
+already has (DuckDB folds case, and so do readers of a Parquet dataset:
+`connector.core.columns.fold_collisions`), is empty, holds a control character (NUL included),
+equals one of the identity columns ``entity``, ``project``, ``run_id``, ``_step``, ``_extra`` in any
+letter case, ends like a mapped name (``~`` and 8 hex digits), or is longer than the engine allows
+(PostgreSQL: 63 bytes). Such a key gets the column ``<its printable prefix>~<first 8 hex digits of
+sha1(key)>``, recorded with the data (``_wandb_column_map`` in DuckDB and PostgreSQL, ``column_map`` in a Parquet dataset's
 state file), so two keys never share a column and a key is never fatal.
 
 Types never change once written: `conform` keeps a column's first type for the whole destination; a
@@ -35,16 +37,13 @@ later value of another type moves to ``_extra`` for its row (merged into that ro
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ..core import long as long_layout
 from ..core.arrow import (
     BOOL,
     EXTRA_COLUMN,
@@ -56,45 +55,11 @@ from ..core.arrow import (
     dumps_json,
     fit_value,
 )
+from ..core.columns import KEYS_META, RUN_COLUMNS, column_for_key
 
-RUN_COLUMNS = ("entity", "project", "run_id")
 TIMESTAMP_COLUMN = "_timestamp"
 HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE, RUNS_TABLE = "history", "history_long", "system_metrics", "runs"
 STATE_TABLE, COLUMN_MAP_TABLE = "_wandb_export_state", "_wandb_column_map"
-
-IDENTITY_COLUMNS = frozenset({"entity", "project", "run_id", "_step", "_extra"})
-_MAPPED_TAIL = re.compile(r"~[0-9a-f]{8}$")
-
-
-def column_for_key(key: str, max_bytes: int | None = None, *, force: bool = False) -> str:
-    """The column that holds `key` (see the module docstring).
-
-    >>> column_for_key("loss"), column_for_key("train.acc")
-    ('loss', 'train.acc')
-    >>> column_for_key("entity"), column_for_key(""), column_for_key("a\\x00b")
-    ('entity~e7116313', '~da39a3ee', 'ab~4a3dec2d')
-    >>> len(column_for_key("x" * 80, max_bytes=63).encode())
-    63
-    """
-    raw = key.encode("utf-8", "surrogatepass")
-    printable = "".join(c for c in key if c.isprintable())
-    plain = (
-        bool(key)
-        and printable == key
-        and key.lower() not in IDENTITY_COLUMNS
-        and not _MAPPED_TAIL.search(key)
-        and (max_bytes is None or len(raw) <= max_bytes)
-    )
-    if plain and not force:
-        return key
-    digest = hashlib.sha1(raw).hexdigest()[:8]
-    prefix = printable.encode()
-    if max_bytes is not None:
-        prefix = prefix[: max_bytes - 9]
-    return prefix.decode("utf-8", "ignore") + "~" + digest
-
-
-KEYS_META = b"wandb.keys"
 
 
 def name_columns(table: pa.Table, fixed: tuple[str, ...] = (STEP_COLUMN, EXTRA_COLUMN)) -> tuple[pa.Table, dict[str, str]]:
@@ -123,39 +88,9 @@ def column_keys(table: pa.Table) -> dict[str, str]:
     return dict(json.loads(raw)) if raw else {}
 
 
-def fold_collisions(names: list[str], keys: Mapping[str, str], existing: list[str]) -> dict[str, str]:
-    """``{name: new name}`` for the `names` whose case-folded form is already taken (by `existing`
-    columns or an earlier name): they get the mapped form of their key, so two keys never share a
-    column in an engine that folds case.
-
-    >>> fold_collisions(["loss", "acc"], {}, ["entity", "Loss"])
-    {'loss': 'loss~c9279f09'}
-    """
-    taken = {e.casefold(): e for e in existing}
-    out: dict[str, str] = {}
-    for name in names:
-        folded = name.casefold()
-        if folded in taken and taken[folded] != name:
-            out[name] = column_for_key(keys.get(name, name), force=True)
-        else:
-            taken.setdefault(folded, name)
-    return out
-
-
 _KIND_OF = {"double": FLOAT, "bool": BOOL, "string": STRING, "int64": INT}
 
-LONG_SCHEMA = pa.schema(
-    [
-        pa.field("entity", pa.string(), nullable=False),
-        pa.field("project", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("_step", pa.int64(), nullable=False),
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("value_number", pa.float64()),
-        pa.field("value_bool", pa.bool_()),
-        pa.field("value_text", pa.string()),
-    ]
-)
+LONG_SCHEMA = long_layout.long_schema([pa.field(name, pa.string(), nullable=False) for name in RUN_COLUMNS])
 
 
 def with_run_columns(table: pa.Table, entity: str, project: str, run_id: str) -> pa.Table:
@@ -176,10 +111,11 @@ def _merge_extra(table: pa.Table, misfits: dict[str, list[Any]]) -> pa.Table:
     out: list[str | None] = []
     for i in range(n):
         moved = {name: values[i] for name, values in misfits.items() if values[i] is not None}
+        prev = old[i]
         if not moved:
-            out.append(old[i])
+            out.append(prev)
             continue
-        merged = json.loads(old[i]) if old[i] else {}
+        merged = json.loads(prev) if prev else {}
         merged.update(moved)
         out.append(dumps_json(merged))
     column = pa.array(out, pa.string())
@@ -188,7 +124,7 @@ def _merge_extra(table: pa.Table, misfits: dict[str, list[Any]]) -> pa.Table:
     return table.append_column(EXTRA_COLUMN, column)
 
 
-JSON_KIND = {b"wandb.kind": b"json"}
+JSON_KIND: dict[bytes | str, bytes | str] = {b"wandb.kind": b"json"}
 
 
 def mark_json_columns(table: pa.Table, json_columns: set[str]) -> pa.Table:
@@ -238,34 +174,9 @@ def conform(table: pa.Table, existing: Mapping[str, pa.DataType]) -> pa.Table:
     return _merge_extra(table, misfits)
 
 
-def strict_json_value(value: Any) -> Any:
-    """`value` with non-finite floats (also nested) as the strings ``"NaN"``, ``"Infinity"``,
-    ``"-Infinity"``, so it serialises as strict JSON (for JSON/JSONB columns).
-
-    >>> strict_json_value({"a": [float("inf"), 1.0]})
-    {'a': ['Infinity', 1.0]}
-    """
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: strict_json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json_value(v) for v in value]
-    return value
-
-
-def _value_columns(value: Any) -> tuple[float | None, bool | None, str | None]:
-    if isinstance(value, bool):
-        return None, value, None
-    if isinstance(value, int | float):
-        return float(value), None, None
-    if isinstance(value, str):
-        return None, None, value
-    return None, None, dumps_json(value)
-
-
 def to_long(table: pa.Table, keys: Mapping[str, str] | None = None) -> pa.Table:
-    """Melt a wide history table (with run columns) into `LONG_SCHEMA` rows, nulls dropped.
+    """Melt a wide history table (with run columns) into `LONG_SCHEMA` rows, nulls dropped
+    (`connector.core.long.to_long`, the run columns carried).
 
     `keys` maps renamed columns back to their keys (`name_columns`).
 
@@ -273,58 +184,11 @@ def to_long(table: pa.Table, keys: Mapping[str, str] | None = None) -> pa.Table:
     >>> [(r["_step"], r["key"], r["value_number"], r["value_bool"]) for r in to_long(w).to_pylist()]
     [(0, 'loss', 0.5, None), (0, 'ok', None, True)]
     """
-    parts: list[pa.Table] = []
-    fixed = set(RUN_COLUMNS) | {STEP_COLUMN, EXTRA_COLUMN}
-    n = table.num_rows
-    for name in table.column_names:
-        if name in fixed:
-            continue
-        column = table.column(name)
-        mask = pc.is_valid(column)
-        if not pc.any(mask).as_py():
-            continue
-        picked = table.select([*RUN_COLUMNS, STEP_COLUMN]).filter(mask)
-        values = column.filter(mask)
-        m = picked.num_rows
-        typ = column.type
-        number = values.cast(pa.float64()) if pa.types.is_floating(typ) or pa.types.is_integer(typ) else pa.nulls(m, pa.float64())
-        boolean = values if pa.types.is_boolean(typ) else pa.nulls(m, pa.bool_())
-        text = values.cast(pa.string()) if pa.types.is_string(typ) else pa.nulls(m, pa.string())
-        parts.append(
-            picked.append_column("key", pa.array([(keys or {}).get(name, name)] * m, pa.string()))
-            .append_column("value_number", number)
-            .append_column("value_bool", boolean)
-            .append_column("value_text", text)
-        )
-    if EXTRA_COLUMN in table.column_names and n and table.column(EXTRA_COLUMN).null_count < n:
-        parts.append(_long_extra(table, {(r, k) for p in parts for r, k in _step_keys(p)}))
-    if not parts:
-        return LONG_SCHEMA.empty_table()
-    out = pa.concat_tables([p.cast(LONG_SCHEMA) for p in parts])
-    return out.sort_by([("_step", "ascending"), ("key", "ascending")])
-
-
-def _step_keys(part: pa.Table) -> list[tuple[int, str]]:
-    return list(zip(part.column(STEP_COLUMN).to_pylist(), part.column("key").to_pylist(), strict=True))
-
-
-def _long_extra(table: pa.Table, taken: set[tuple[int, str]]) -> pa.Table:
-    rows: list[dict[str, Any]] = []
-    meta = table.select([*RUN_COLUMNS, STEP_COLUMN]).to_pylist()
-    for base, extra in zip(meta, table.column(EXTRA_COLUMN).to_pylist(), strict=True):
-        if not extra:
-            continue
-        for key, value in _parse_extra(extra).items():
-            if value is None or (base[STEP_COLUMN], key) in taken:
-                continue
-            number, boolean, text = _value_columns(value)
-            rows.append({**base, "key": key, "value_number": number, "value_bool": boolean, "value_text": text})
-    return pa.Table.from_pylist(rows, schema=LONG_SCHEMA)
+    return long_layout.to_long(table, keys, carry=RUN_COLUMNS).cast(LONG_SCHEMA)
 
 
 def _parse_json(text: str) -> Any:
-    consts = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-    return json.loads(text, parse_constant=consts.__getitem__)
+    return json.loads(text)  # the standard parser reads W&B's bare NaN / Infinity / -Infinity tokens
 
 
 def _parse_extra(text: str) -> dict[str, Any]:

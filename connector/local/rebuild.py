@@ -211,17 +211,13 @@ def _place_nested(row: dict[str, Any], paths: Sequence[tuple[str, ...]], values:
     return True
 
 
-def row_from_items(buf: bytes, start: int, end: int, items: rec.Items) -> dict[str, Any]:
-    """The history row of one decoded history record (see the module rules).
+def _history_row(buf: bytes, start: int, end: int, items: rec.Items) -> tuple[dict[str, Any], int]:
+    """The history row of one decoded history record (see the module rules), and the count of
+    ``{`` in the record's values (0: no object values).
 
     Raises `LimitError` when the record goes beyond `MAX_DEPTH` or `MAX_KEYS` (checked before
     any value is parsed).
     """
-    return _history_row(buf, start, end, items)[0]
-
-
-def _history_row(buf: bytes, start: int, end: int, items: rec.Items) -> tuple[dict[str, Any], int]:
-    """`row_from_items`, and the count of ``{`` in the record's values (0: no object values)."""
     keys, raws, npaths, nraws, _ = items
     n = len(raws)
     if npaths:
@@ -315,7 +311,7 @@ class _Tree:
         """Delete the values at paths (missing paths are ignored)."""
         for path in paths:
             parts = (path,) if type(path) is str else path
-            node: dict[str, Any] | None = self.root
+            node: dict[str, Any] = self.root
             for part in parts[:-1]:
                 nxt = node.get(part)
                 if type(nxt) is bytes:  # removing inside a raw JSON object: parse it now
@@ -323,10 +319,9 @@ class _Tree:
                     if type(nxt) is dict:
                         node[part] = nxt
                 if type(nxt) is not dict:
-                    node = None
-                    break
+                    break  # the path runs through a non-object: nothing to remove
                 node = nxt
-            if node is not None:
+            else:
                 node.pop(parts[-1], None)
 
     def to_dict(self) -> dict[str, Any]:

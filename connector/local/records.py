@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from ..core.values import nonfinite_token
 from .limits import MAX_DEPTH, LimitError, check_key
 from .wire import (
     I64,
@@ -173,15 +174,11 @@ def _typed_json(fno: int, wire: int, value: int | memoryview) -> bytes | None:
         return str(zigzag(int(value))).encode()
     if fno == 6 and wire == I64:
         x = read_double(int(value).to_bytes(8, "little"), 0)
-        if math.isnan(x):
-            return b"NaN"
-        if math.isinf(x):
-            return b"Infinity" if x > 0 else b"-Infinity"
-        return repr(x).encode()
+        return repr(x).encode() if math.isfinite(x) else nonfinite_token(x).encode()
     if fno == 7 and wire == LEN:
-        return orjson.dumps(bytes(value).decode())  # type: ignore[arg-type]
+        return orjson.dumps(bytes(value).decode())
     if fno == 8 and wire == LEN:
-        return bytes(value)  # type: ignore[arg-type]
+        return bytes(value)
     return None
 
 
@@ -196,13 +193,13 @@ def decode_item(buf: bytes, start: int, end: int) -> tuple[Path, bytes]:
     typed: bytes | None = None
     for fno, wire, v in iter_fields(buf, start, end):
         if fno == 1 and wire == LEN:
-            key = _key(bytes(v))  # type: ignore[arg-type]
+            key = _key(bytes(v))
         elif fno == 2 and wire == LEN:
             if len(nested) >= MAX_DEPTH:
                 raise LimitError(f"a nested key of more than {MAX_DEPTH} parts (limit MAX_DEPTH)")
-            nested.append(_key(bytes(v)))  # type: ignore[arg-type]
+            nested.append(_key(bytes(v)))
         elif fno == 16 and wire == LEN:
-            value = bytes(v)  # type: ignore[arg-type]
+            value = bytes(v)
         else:
             typed = _typed_json(fno, wire, v) or typed
     if value is None:
@@ -283,7 +280,7 @@ def decode_items(buf: bytes, start: int, end: int) -> Items:
                     npaths.append(path)
                     nvalues.append(value)
                 else:
-                    add_key(path)  # type: ignore[arg-type]
+                    add_key(path)  # type: ignore[arg-type]  # type(path) is not tuple: a str
                     add_value(value)
                 _remember_head(buf, tag, iend, path)
             pos = iend
@@ -344,7 +341,7 @@ def _remember_head(buf: bytes, pos: int, iend: int, path: Path) -> None:
     if type(path) is str:
         _HEADS[head] = path
     else:
-        _NHEADS[head] = path  # type: ignore[assignment]
+        _NHEADS[head] = path  # type: ignore[assignment]  # type(path) is not str: a tuple
         first = body[: 2 + len(parts[0])]
         _NLENS[first] = tuple(sorted(set(_NLENS.get(first, ())) | {h}))
 
@@ -374,7 +371,7 @@ def history_step_num(buf: bytes, spans: list[tuple[int, int]]) -> int | None:
     for s, e in spans:
         for fno, wire, v in iter_fields(buf, s, e):
             if fno == 1 and wire == VARINT:
-                step = to_int64(v)  # type: ignore[arg-type]
+                step = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
     return step
 
 
@@ -384,16 +381,16 @@ def removed_paths(buf: bytes, spans: list[tuple[int, int]]) -> list[Path]:
 
 
 def _str(v: int | memoryview) -> str:
-    return bytes(v).decode()  # type: ignore[arg-type]
+    return bytes(v).decode()
 
 
 def _timestamp(buf: memoryview) -> float:
     seconds = nanos = 0
     for fno, wire, v in iter_fields(buf):
         if fno == 1 and wire == VARINT:
-            seconds = to_int64(v)  # type: ignore[arg-type]
+            seconds = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
         elif fno == 2 and wire == VARINT:
-            nanos = to_int64(v)  # type: ignore[arg-type]
+            nanos = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
     return seconds + nanos / 1e9
 
 
@@ -415,9 +412,9 @@ def decode_run(buf: bytes, start: int, end: int) -> RunRecord:
             elif fno == 3:
                 r.project = _str(v)
             elif fno == 4:
-                r.config, r.config_remove = _changes(v)  # type: ignore[arg-type]
+                r.config, r.config_remove = _changes(v)  # type: ignore[arg-type]  # a LEN field: v is a memoryview
             elif fno == 5:
-                r.summary, r.summary_remove = _changes(v)  # type: ignore[arg-type]
+                r.summary, r.summary_remove = _changes(v)  # type: ignore[arg-type]  # a LEN field: v is a memoryview
             elif fno == 6:
                 r.run_group = _str(v)
             elif fno == 7:
@@ -431,10 +428,10 @@ def decode_run(buf: bytes, start: int, end: int) -> RunRecord:
             elif fno == 13:
                 r.host = _str(v)
             elif fno == 17:
-                r.start_time = _timestamp(v)  # type: ignore[arg-type]
+                r.start_time = _timestamp(v)  # type: ignore[arg-type]  # a LEN field: v is a memoryview
         elif wire == VARINT:
             if fno == 14:
-                r.starting_step = to_int64(v)  # type: ignore[arg-type]
+                r.starting_step = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
             elif fno == 18:
                 r.resumed = bool(v)
     return r
@@ -445,9 +442,9 @@ def decode_exit(buf: bytes, start: int, end: int) -> ExitRecord:
     r = ExitRecord()
     for fno, wire, v in iter_fields(buf, start, end):
         if wire == VARINT and fno == 1:
-            r.exit_code = to_int64(v)  # type: ignore[arg-type]
+            r.exit_code = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
         elif wire == VARINT and fno == 2:
-            r.runtime = to_int64(v)  # type: ignore[arg-type]
+            r.runtime = to_int64(v)  # type: ignore[arg-type]  # a VARINT field: v is an int
     return r
 
 
@@ -456,18 +453,18 @@ def decode_stats(buf: bytes, start: int, end: int) -> StatsRecord:
     r = StatsRecord()
     for fno, wire, v in iter_fields(buf, start, end):
         if fno == 1 and wire == VARINT:
-            r.stats_type = int(v)  # type: ignore[arg-type]
+            r.stats_type = int(v)
         elif fno == 2 and wire == LEN:
-            r.timestamp = _timestamp(v)  # type: ignore[arg-type]
+            r.timestamp = _timestamp(v)  # type: ignore[arg-type]  # a LEN field: v is a memoryview
         elif fno == 3 and wire == LEN:
             key = ""
             value = _NULL
-            for f2, w2, v2 in iter_fields(v):
+            for f2, w2, v2 in iter_fields(v):  # type: ignore[arg-type]  # a LEN field: v is a memoryview
                 if f2 == 1 and w2 == LEN:
-                    check_key(v2)  # type: ignore[arg-type]
+                    check_key(v2)  # type: ignore[arg-type]  # a LEN field: v2 is a memoryview
                     key = _str(v2)
                 elif f2 == 16 and w2 == LEN:
-                    value = bytes(v2)  # type: ignore[arg-type]
+                    value = bytes(v2)
             r.items.append((key, value))
     return r
 
@@ -477,7 +474,7 @@ def decode_header(buf: bytes, start: int, end: int) -> HeaderRecord:
     r = HeaderRecord()
     for fno, wire, v in iter_fields(buf, start, end):
         if fno == 1 and wire == LEN:
-            for f2, w2, v2 in iter_fields(v):
+            for f2, w2, v2 in iter_fields(v):  # type: ignore[arg-type]  # a LEN field: v is a memoryview
                 if f2 == 1 and w2 == LEN:
                     r.producer = _str(v2)
                 elif f2 == 2 and w2 == LEN:

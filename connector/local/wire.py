@@ -20,12 +20,9 @@ from collections.abc import Iterator
 VARINT = 0
 I64 = 1
 LEN = 2
-SGROUP = 3
-EGROUP = 4
-I32 = 5
+I32 = 5  # 3 and 4 (groups) are deprecated; `skip_field` refuses them
 
 _DOUBLE = struct.Struct("<d")
-_FLOAT = struct.Struct("<f")
 
 
 class WireError(ValueError):
@@ -72,11 +69,6 @@ def zigzag(value: int) -> int:
 def read_double(buf: bytes | memoryview, pos: int) -> float:
     """The little-endian IEEE double at `pos` (a `double` field's 8 bytes)."""
     return _DOUBLE.unpack_from(buf, pos)[0]
-
-
-def read_float(buf: bytes | memoryview, pos: int) -> float:
-    """The little-endian IEEE single at `pos` (a `float` field's 4 bytes)."""
-    return _FLOAT.unpack_from(buf, pos)[0]
 
 
 def skip_field(buf: bytes | memoryview, pos: int, wire_type: int, end: int) -> int:

@@ -32,7 +32,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -79,7 +79,8 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "historyKeys": (dict, type(None)),
 }
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _kind(value: Any) -> str:
@@ -189,11 +190,13 @@ def check_run_attrs(attrs: Any, path: str) -> dict[str, Any]:
     return attrs
 
 
-def _answer_errors(method: _F) -> _F:
+def _answer_errors(
+    method: Callable[Concatenate[ApiSource, _P], _R],
+) -> Callable[Concatenate[ApiSource, _P], _R]:
     """Turn any unforeseen error while reading an answer into a `ProtocolError` naming the run."""
 
     @functools.wraps(method)
-    def wrapper(self: ApiSource, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: ApiSource, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(self, *args, **kwargs)
         except ConnectorError:
@@ -205,7 +208,7 @@ def _answer_errors(method: _F) -> _F:
                 f"{self._where(window)}: unusable answer ({type(exc).__name__}: {_shown(str(exc), 200)})"
             ) from exc
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @dataclass(slots=True)
@@ -372,7 +375,7 @@ class ApiSource:
                     raise self._error(f"{what} row {i}: {exc}", window) from exc
             if window is None:
                 continue
-            step = row.get("_step")
+            step: Any = row.get("_step")  # unchecked JSON: the class test below vets it
             if step.__class__ is not int or not lo <= step < hi or step <= prev:
                 if step.__class__ is int and lo <= step < prev:
                     ordered = False  # out of order: sorted (and checked for repeats) below

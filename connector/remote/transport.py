@@ -176,6 +176,7 @@ def check_base_url(url: Any, api_key: str | None = None) -> str:
             f"WANDB_BASE_URL {shown} is not a usable URL ({problem}); "
             "expected e.g. https://api.wandb.ai or http://127.0.0.1:8080"
         )
+    assert isinstance(url, str)  # anything else set a problem above
     return url.rstrip("/")
 
 
@@ -233,14 +234,15 @@ def _operation_of(query: str) -> str:
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc` and everything it wraps (causes, contexts, urllib3 reasons, exception arguments)."""
-    stack, seen = [exc], set()
+    stack: list[BaseException | None] = [exc]
+    seen: set[int] = set()
     while stack:
         cur = stack.pop()
         if cur is None or id(cur) in seen:
             continue
         seen.add(id(cur))
         yield cur
-        stack += [cur.__cause__, cur.__context__, getattr(cur, "reason", None)]  # type: ignore[list-item]
+        stack += [cur.__cause__, cur.__context__, getattr(cur, "reason", None)]
         stack += [a for a in getattr(cur, "args", ()) if isinstance(a, BaseException)]
 
 
@@ -361,7 +363,7 @@ class _WatchedConnection:
         alarm = getattr(_CURRENT, "alarm", None)
         if alarm is not None:
             alarm.attach(self.sock, sent=True)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]  # a mixin: the urllib3 connection after it in the MRO has getresponse
 
 
 class _HTTPConnection(_WatchedConnection, urllib3.connection.HTTPConnection):
@@ -377,7 +379,7 @@ class _HTTPPool(urllib3.HTTPConnectionPool):
 
 
 class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection  # type: ignore[assignment]
+    ConnectionCls = _HTTPSConnection
 
 
 class _Adapter(HTTPAdapter):
@@ -536,7 +538,8 @@ class Transport:
         else:
             base = self.retry.initial_wait * 2 ** (state.attempt_number - 1)
             wait = min(self.retry.max_wait, base) * (1 + 0.25 * random.random())
-        left = self.retry.deadline - state.seconds_since_start - 0.05
+        elapsed = state.seconds_since_start or 0.0  # None only before the first attempt ends
+        left = self.retry.deadline - elapsed - 0.05
         return max(0.0, min(wait, left))
 
     def _attempt(
@@ -663,6 +666,7 @@ class Transport:
         codings = [c for c in codings if c and c != "identity"]
         content = raw
         for coding in reversed(codings):
+            attempts: tuple[int, ...]
             if coding in ("gzip", "x-gzip"):
                 attempts = (16 + zlib.MAX_WBITS,)
             elif coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.columns import column_for_key, fold_collisions
 from ...errors import ConnectorError
 from ...sqlfiles import sql_text
 from ..checkpoint import EVENTS, STEP_STREAMS, JsonStateStore, StateKey, StreamState, crash_point
@@ -56,10 +57,8 @@ from ..tables import (
     RUNS_TABLE,
     STATE_TABLE,
     TIMESTAMP_COLUMN,
-    column_for_key,
     column_keys,
     conform,
-    fold_collisions,
     to_long,
 )
 

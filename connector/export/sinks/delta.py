@@ -25,7 +25,7 @@ or neither.
 **Schema evolution**: a new key adds a column (``merge_schema``); a column never changes type
 (values of another type go to ``_extra``, `connector.export.tables.conform`). Columns that differ
 only in letter case from an existing one, or whose names Spark's Delta reader refuses (`` ,;{}()=``
-and control characters), get the mapped name of `connector.export.tables.column_for_key`, recorded
+and control characters), get the mapped name of `connector.core.columns.column_for_key`, recorded
 in the snapshot's ``column_map``.
 
 Reading: ``deltalake.DeltaTable("PATH/history").to_pyarrow_table()``, ``polars.read_delta``,

@@ -37,7 +37,7 @@ from .base import SqlSink, quote
 from .dest import writable_place
 
 _TYPES = {"double": "DOUBLE", "bool": "BOOLEAN", "string": "VARCHAR", "int64": "BIGINT"}
-_FROM_SQL = {"DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
+_FROM_SQL: dict[str, pa.DataType] = {"DOUBLE": pa.float64(), "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(), "BIGINT": pa.int64()}
 _MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
 

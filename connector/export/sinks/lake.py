@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.columns import column_for_key, fold_collisions
 from ...errors import ConfigurationError, DestinationError
 from ..checkpoint import EVENTS, JsonStateStore, StateKey, StreamState, crash_point
 from ..tables import (
@@ -33,10 +34,8 @@ from ..tables import (
     RUNS_TABLE,
     STATE_TABLE,
     TIMESTAMP_COLUMN,
-    column_for_key,
     column_keys,
     conform,
-    fold_collisions,
     to_long,
 )
 from .base import Interrupted

@@ -44,7 +44,7 @@ file lacks come back as nulls (`scan_dataset` does exactly that)::
 Reading without ``union_by_name`` (DuckDB) or without the schema (Polars) takes the first file's
 columns and silently drops the others. A column keeps its first type across the whole dataset (the
 state file records the types); later values of another type go to ``_extra``. Keys whose name is
-not a plain column name (`connector.export.tables.column_for_key`) are recorded in the state file's
+not a plain column name (`connector.core.columns.column_for_key`) are recorded in the state file's
 ``column_map``.
 """
 
@@ -57,7 +57,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote as urlquote
 
 import pyarrow as pa
@@ -65,6 +65,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
+from ...core.columns import fold_collisions
 from ...errors import DestinationError
 from ..checkpoint import (
     ALL_KEYS,
@@ -83,7 +84,6 @@ from ..tables import (
     RUNS_TABLE,
     column_keys,
     conform,
-    fold_collisions,
     to_long,
 )
 from .base import Interrupted
@@ -168,7 +168,7 @@ def scan_dataset(root: str | os.PathLike[str], table: str = HISTORY_TABLE) -> An
     base = Path(root) / table
     if not any(base.glob("**/*.parquet")):
         return pl.LazyFrame()
-    schema = pl.Schema(pl.from_arrow(dataset_schema(root, table).empty_table()).schema)
+    schema = pl.Schema(pl.from_arrow(dataset_schema(root, table).empty_table()).schema)  # type: ignore[union-attr]  # a Table converts to a DataFrame
     return pl.scan_parquet(
         str(base / "**" / "*.parquet"), hive_partitioning=True, schema=schema,
         missing_columns="insert", hive_schema={c: pl.String for c in RUN_COLUMNS},
@@ -477,7 +477,7 @@ class ParquetSink:
                 first = int(f.name.split("-")[2])
                 if floor is None or first > int(floor * 1000):
                     f.unlink()
-        ts = table.column("_timestamp").to_pylist()
+        ts: list[float] = table.column("_timestamp").to_pylist()  # type: ignore[assignment]  # events_table drops rows without one
         mapped = column_keys(table)
         with self._lock:
             table, mapped = _fold_names(table, mapped, [*RUN_COLUMNS, "_timestamp", EXTRA_COLUMN, *self._types(EVENTS_TABLE)])
@@ -524,7 +524,7 @@ def _merge_file(
     column) replace the old ones, and the old file's other columns are kept on the same ``_step``.
     """
     steps = old.column(STEP_COLUMN)
-    inside_mask = pc.and_(pc.greater_equal(steps, lo), pc.less(steps, hi))
+    inside_mask = pc.and_(pc.greater_equal(steps, pa.scalar(lo, pa.int64())), pc.less(steps, pa.scalar(hi, pa.int64())))
     outside = old.filter(pc.invert(inside_mask))
     inside = old.filter(inside_mask)
     if replaced is None or inside.num_rows == 0:
@@ -535,7 +535,8 @@ def _merge_file(
     else:
         merged = _merge_columns(inside, new, replaced)
     out = pa.concat_tables([outside, merged], promote_options="default")
-    order = [(STEP_COLUMN, "ascending")] + ([("key", "ascending")] if long else [])
+    order: list[tuple[str, Literal["ascending", "descending"]]] = [(STEP_COLUMN, "ascending")]
+    order += [("key", "ascending")] if long else []
     return out.sort_by(order)
 
 
@@ -552,7 +553,7 @@ def _merge_columns(inside: pa.Table, new: pa.Table, replaced: set[str]) -> pa.Ta
     if "__old_extra" in joined.column_names:
         old_extra = joined.column("__old_extra").to_pylist()
         new_extra = joined.column(EXTRA_COLUMN).to_pylist() if EXTRA_COLUMN in joined.column_names else [None] * len(old_extra)
-        combined = []
+        combined: list[str | None] = []
         for o, n in zip(old_extra, new_extra, strict=True):
             if o and n:
                 kept = {k: v for k, v in _parse_extra(o).items() if k not in replaced}
@@ -589,6 +590,5 @@ def _plain(table: pa.Table) -> pa.Table:
 
 
 def _type_from_str(text: str) -> pa.DataType:
-    return {"double": pa.float64(), "bool": pa.bool_(), "string": pa.string(), "int64": pa.int64()}.get(
-        text, pa.string()
-    )
+    types: dict[str, pa.DataType] = {"double": pa.float64(), "bool": pa.bool_(), "string": pa.string(), "int64": pa.int64()}
+    return types.get(text, pa.string())

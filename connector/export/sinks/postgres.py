@@ -39,7 +39,6 @@ with ``***`` in its place.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -48,15 +47,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...core.arrow import EXTRA_COLUMN
+from ...core.columns import column_for_key
 from ...errors import ConfigurationError, ConnectorError, DestinationBusyError, DestinationError
-from ..tables import RUNS_TABLE, _merge_extra, column_for_key
+from ..tables import RUNS_TABLE, _merge_extra
 from .base import SqlSink
 from .dest import scrub
 
 MAX_IDENTIFIER = 63
 MAX_COLUMNS = 1600 - 16  # PostgreSQL's hard limit, less a margin for dropped columns
 _TYPES = {"double": "DOUBLE PRECISION", "bool": "BOOLEAN", "string": "TEXT", "int64": "BIGINT"}
-_FROM_SQL = {
+_FROM_SQL: dict[str, pa.DataType] = {
     "double precision": pa.float64(),
     "boolean": pa.bool_(),
     "text": pa.string(),
@@ -115,7 +115,6 @@ class PostgresSink(SqlSink):
             ) from None
         self.cur = self.con.cursor()
         self.read_only = read_only
-        self._stages = itertools.count()
         if not read_only:
             self._lock_destination()
 
