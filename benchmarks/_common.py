@@ -436,7 +436,7 @@ class EmulatorProcess:
         env = child_env({"WANDB_EMULATOR_API_KEY": api_key or ""})
         self.argv = argv
         self.started = time.perf_counter()
-        self._stderr = tempfile.TemporaryFile("w+")  # never a pipe: nobody drains it while serving
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115  # closed in stop(); never a pipe: nobody drains it while serving
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,

@@ -45,10 +45,7 @@ from _common import (
 
 WORK = ROOT / "benchmarks" / ".work" / "local_reader"
 
-METRICS = (
-    "loss acc lr grad_norm val_loss val_acc epoch tokens_seen perplexity top5_acc weight_norm "
-    "loss_scale throughput batch_time data_time gpu_mem_gb f1 precision recall entropy"
-).split()
+METRICS = ["loss", "acc", "lr", "grad_norm", "val_loss", "val_acc", "epoch", "tokens_seen", "perplexity", "top5_acc", "weight_norm", "loss_scale", "throughput", "batch_time", "data_time", "gpu_mem_gb", "f1", "precision", "recall", "entropy"]
 
 GENERATOR = r"""
 import math, random, sys, time

@@ -132,7 +132,7 @@ class _NoPandas:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if name == "pandas" or name.startswith("pandas."):
             raise ModuleNotFoundError(f"No module named {name!r} (hidden by bench_scan)")
-        return None
+        return
 
 
 def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int) -> dict[str, Any]:

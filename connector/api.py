@@ -160,7 +160,7 @@ class Api:
                 base_url, timeout = timeout, None
         if overrides is not None and not isinstance(overrides, Mapping):
             raise ConfigurationError(f"overrides must be a dict, got {type(overrides).__name__}")
-        if isinstance(timeout, str) or isinstance(timeout, bool):
+        if isinstance(timeout, (str, bool)):
             raise ConfigurationError(f"timeout must be a number of seconds, got {timeout!r}")
         overrides = dict(overrides or {})
         self.settings = Settings.resolve(

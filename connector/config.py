@@ -35,7 +35,7 @@ def _settings_file() -> configparser.ConfigParser:
 def _netrc_key(base_url: str) -> str | None:
     host = urlparse(base_url).hostname
     path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
-    if not host or not os.path.exists(path):
+    if not host or not Path(path).exists():
         return None
     try:
         auth = netrc.netrc(path).authenticators(host)

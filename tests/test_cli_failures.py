@@ -259,7 +259,7 @@ def test_closed_port_shows_retries_and_exits_3_within_the_timeout(tmp_path: Path
     last = [line for _, line in lines if line.strip()][-1]
     assert last.startswith("wandb-history export: error: gave up after "), last
     assert "attempts: connection refused to http://127.0.0.1:" in last
-    assert not os.path.exists(dest)
+    assert not Path(dest).exists()
 
 
 def test_quiet_does_not_hide_retries(tmp_path: Path) -> None:

@@ -390,7 +390,7 @@ def _child(mode: str, url: str, api_key: str, path: str, truth_file: str, tmp: s
         return {"rows": len(ids), "same": ids == [path.split("/")[2]]}
 
     def export() -> dict[str, Any]:
-        db = os.path.join(tmp, f"{mode}.duckdb")
+        db = str(Path(tmp) / f"{mode}.duckdb")
         summary = connector.export.export(source, db, api=api, retry=retry)
         out: dict[str, Any] = {"rows": summary.rows, "summary_ok": summary.ok, "failed": dict(summary.failed)}
         if summary.ok:
@@ -428,9 +428,8 @@ def _child(mode: str, url: str, api_key: str, path: str, truth_file: str, tmp: s
         box["seconds"] = round(time.monotonic() - started, 2)
         report[name] = box
     report["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
-    report["vm_peak_mb"] = next(
-        int(line.split()[1]) // 1024 for line in open("/proc/self/status") if line.startswith("VmPeak")
-    )
+    status = Path("/proc/self/status").read_text().splitlines()
+    report["vm_peak_mb"] = next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmPeak"))
     return report
 
 

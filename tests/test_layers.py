@@ -4,7 +4,7 @@ The graph is read from the source with `ast` (every `import` and `from ... impor
 inside functions; `if TYPE_CHECKING:` blocks count too, since they state a dependency as well).
 
     base      _version, errors, config, sqlfiles
-    core      values, arrow, columns, source, planner, scan, run paths, run data, filters
+    core      values, arrow, columns, source, windows, scan, run paths, run data, filters
     remote    the GraphQL transport, queries and API source          (core)
     local     the .wandb reader and its source                       (core)
     emulator  the W&B API emulator                                   (core, local)

@@ -174,9 +174,15 @@ def test_no_second_way_to_make_an_api_or_swap_its_transport() -> None:
     bad = []
     for name, tree in sources().items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("Api", "_Api"):
-                if not node.args and not node.keywords and name != "connector/api.py":
-                    bad.append(f"{name}:{node.lineno}: Api() (use connector.api.default_api)")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("Api", "_Api")
+                and not node.args
+                and not node.keywords
+                and name != "connector/api.py"
+            ):
+                bad.append(f"{name}:{node.lineno}: Api() (use connector.api.default_api)")
             if isinstance(node, ast.Attribute) and node.attr == "_ref":
                 bad.append(f"{name}:{node.lineno}: ._ref (use Api.ref)")
             if name != "connector/api.py" and isinstance(node, ast.Assign) and any(
@@ -234,9 +240,13 @@ def test_page_size_default_is_defined_once() -> None:
     literal = []
     for name, tree in sources().items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "page_size":
-                if isinstance(node.value, ast.Constant):
-                    literal.append(f"{name}:{node.lineno}")
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "page_size"
+                and isinstance(node.value, ast.Constant)
+            ):
+                literal.append(f"{name}:{node.lineno}")
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 args = node.args
                 positional = args.posonlyargs + args.args

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
@@ -248,7 +247,7 @@ def _write_file(result: Any, fmt: str, output: str | None, out: TextIO) -> None:
         return
     tmpdir = tempfile.mkdtemp(prefix="wandb-history-sql-")
     try:
-        target = os.path.join(tmpdir, "result.csv")
+        target = str(Path(tmpdir) / "result.csv")
         result.write_csv(target)
         with open(target, encoding="utf-8") as handle:
             shutil.copyfileobj(handle, out)

@@ -47,9 +47,9 @@ import pyarrow as pa
 from ..errors import ConfigurationError, ConnectorError, RowError
 from .arrow import FLOAT, STEP_COLUMN, SchemaPlan
 from .columns import last_step, select_columns
-from .planner import plan_windows, window_samples
 from .source import HistorySource, Page, Window
 from .values import NONFINITE
+from .windows import plan_windows, window_samples
 
 if TYPE_CHECKING:
     import pandas

@@ -128,11 +128,10 @@ def parse_row(text: str | bytes) -> dict[str, Any]:
     # half its length), nor hold more keys than it has colons (nor than a quarter of its length).
     # Only a row past one of them is walked.
     n = len(text)
-    if n > 2 * MAX_DEPTH:
-        if _count(text, "{") + _count(text, "[") > MAX_DEPTH or (
-            n > 4 * MAX_KEYS_PER_ROW and _count(text, ":") > MAX_KEYS_PER_ROW
-        ):
-            check_row(row)
+    if n > 2 * MAX_DEPTH and (_count(text, "{") + _count(text, "[") > MAX_DEPTH or (
+        n > 4 * MAX_KEYS_PER_ROW and _count(text, ":") > MAX_KEYS_PER_ROW
+    )):
+        check_row(row)
     return row
 
 

@@ -40,8 +40,8 @@ import pyarrow as pa
 
 from .checkpoint import StateKey, StreamState
 from .chunks import read_chunks
+from .listing import Damaged, Missing, iter_runs
 from .plan import ExportOptions, plan_run
-from .sources import Damaged, Missing, iter_runs
 
 if TYPE_CHECKING:
     from ..api import Api

@@ -67,11 +67,11 @@ from ..remote.transport import RetryPolicy
 from .checkpoint import EVENTS, STEP_STREAMS, StateKey, StreamState
 from .chunks import read_chunks, rewinds_of
 from .limiter import AimdLimiter
+from .listing import Damaged, Listing, Missing, iter_runs
 from .plan import ExportOptions, RunPlan, plan_run
 from .progress import Progress
 from .sinks.base import Interrupted, Sink, now_iso
 from .sinks.dest import Destination, parse_destination, scrub
-from .sources import Damaged, Listing, Missing, iter_runs
 from .tables import TIMESTAMP_COLUMN, name_columns, with_key_names, with_run_columns
 
 if TYPE_CHECKING:

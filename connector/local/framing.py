@@ -121,7 +121,7 @@ def iter_payloads(
                 break  # partial chunk: at EOF this is a file still being written
             elif crc32(mv[pos + 6 : dend]) != int.from_bytes(window[pos : pos + 4], "little"):
                 problem = "CRC mismatch"
-            elif ctype == FULL or ctype == FIRST:
+            elif ctype in (FULL, FIRST):
                 if skip_from >= 0:
                     _warn_skipped(name, skip_at, base + pos - skip_from)
                     skip_from = -1
@@ -133,7 +133,7 @@ def iter_payloads(
                     parts = [window[pos + CHUNK_HEADER : dend]]
                     rec_start = base + pos
                     rec_len = length
-            elif ctype == MIDDLE or ctype == LAST:
+            elif ctype in (MIDDLE, LAST):
                 if skip_from >= 0:
                     pass  # orphan continuation after a skip: part of the damaged range
                 elif parts is None:

@@ -219,7 +219,7 @@ class RemoteFile(io.RawIOBase):
         if want <= 0:
             return 0
         start = self.position - self._buffer_at
-        if not (0 <= start and start + want <= len(self._buffer)):
+        if not (start >= 0 and start + want <= len(self._buffer)):
             last = min(self.size, self.position + max(want, READAHEAD)) - 1
             self._buffer = self.client.read(self.url, self.position, last)
             self._buffer_at = self.position

@@ -39,6 +39,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -218,8 +219,8 @@ class SqlSink:
             except BaseException:
                 self.rollback()
                 raise
-        if self.external is not None and self.suffix and os.path.exists(self.external.path):
-            os.unlink(self.external.path)  # the refresh starts clean: that file is the exporter's own
+        if self.external is not None and self.suffix and Path(self.external.path).exists():
+            Path(self.external.path).unlink()  # the refresh starts clean: that file is the exporter's own
             self.external = JsonStateStore(self.external.path)
         self.invalidate()
         self.prepared = True
@@ -533,7 +534,7 @@ class SqlSink:
         fresh = JsonStateStore(self.checkpoint + ".swap")
         fresh.commit([*kept.values(), *refreshed.values()])
         os.replace(fresh.path, self.checkpoint)
-        os.unlink(self.external.path)
+        Path(self.external.path).unlink()
 
     def swapped_tables(self) -> list[str]:
         return [STATE_TABLE, RUNS_TABLE, HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE, COLUMN_MAP_TABLE]

@@ -92,13 +92,13 @@ class DuckDBSink(SqlSink):
         self.display = path
         self.read_only = read_only
         check_duckdb_path(path)
-        self.created = not os.path.exists(path)
+        self.created = not Path(path).exists()
         try:
             if read_only and self.created:
                 self.con = duckdb.connect(":memory:")
             else:
-                if not read_only and os.path.dirname(path):
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                if not read_only:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.con = duckdb.connect(path, read_only=read_only)
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

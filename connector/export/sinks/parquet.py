@@ -277,7 +277,7 @@ def _move_partitions(runs: list[tuple[Any, ...]], source: Path, target: Path) ->
             if here.exists():
                 there = partition(target, table, e, p, r)
                 there.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(here, there)
+                Path(here).rename(there)
 
 
 def _merge_states(final: Path, checkpoint: str | None, runs: set[tuple[Any, ...]]) -> None:
