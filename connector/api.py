@@ -3,6 +3,11 @@
 Identity follows the SDK: `Run.id` is the short run id (GraphQL `name`), `Run.name` the display name,
 `Run.storage_id` the GraphQL `id`, `Run.path` ``[entity, project, id]``.
 
+Listing a project (`Api.runs`, ``lazy=True`` as in the SDK) asks the light run fields only; a `Run`
+from such a listing fetches the heavy ones (`LISTING_OMITS`: config, summary, system metrics, history
+keys) with one `run` query the first time one of them is needed, then keeps them. ``lazy=False``
+lists every field at once (what the engines and the exporter use: they need them for every run).
+
 >>> api = Api(api_key="k" * 40, base_url="http://127.0.0.1:9")
 >>> api
 Api(base_url='http://127.0.0.1:9')
@@ -25,7 +30,7 @@ from .core.scan import DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, HistoryScan
 from .core.source import HistorySource
 from .core.values import check_row
 from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
-from .remote.queries import OPERATION_NAMES, document
+from .remote.queries import LISTING_OMITS, OPERATION_NAMES, document
 from .remote.source import ApiSource, check_run_attrs
 from .remote.transport import RetryPolicy, Transport
 
@@ -36,6 +41,31 @@ if TYPE_CHECKING:
 
 #: Runs listings give up after this many pages in a row with no run but ``hasNextPage`` true.
 MAX_EMPTY_PAGES = 10
+
+#: Stand-ins for the fields a light listing leaves out, so that `check_run_attrs` checks the others
+#: as it checks a full run: null JSON text, and history keys consistent with any line count.
+_OMITTED_STAND_INS: dict[str, Any] = {
+    name: {"lastStep": 0} if name == "historyKeys" else None for name in LISTING_OMITS
+}
+#: The JSON-text fields a `Run` parses (config, summary, system metrics).
+_JSON_FIELDS = ("config", "summaryMetrics", "systemMetrics")
+
+
+def _check_listed_run(node: Any, path: str) -> dict[str, Any]:
+    """A run of a light runs listing, checked like a full run on the fields the listing asks for;
+    any of `LISTING_OMITS` it holds anyway is dropped (not asked for, so not trusted).
+
+    >>> from connector.remote.source import RUN_FIELDS
+    >>> node = {name: None for name in RUN_FIELDS if name not in LISTING_OMITS}
+    >>> listed = _check_listed_run({**node, "projectId": "1", "name": "r", "config": "{}"}, "e/p/r")
+    >>> listed["name"], "config" in listed
+    ('r', False)
+    """
+    if not isinstance(node, dict):
+        return check_run_attrs(node, path)  # raises: not a JSON object
+    listed = {name: value for name, value in node.items() if name not in LISTING_OMITS}
+    check_run_attrs({**listed, **_OMITTED_STAND_INS}, path)
+    return listed
 
 
 def _json_field(value: Any, where: str | None = None, name: str = "") -> dict[str, Any]:
@@ -252,6 +282,10 @@ class Api:
             return Run.from_run_data(load_run(path))
         else:
             ref = self.ref(str(path))
+        return Run(self, ref, self._run_attrs(ref))
+
+    def _run_attrs(self, ref: RunRef) -> dict[str, Any]:
+        """Every field of one run (`RunFragment`), with one `run` query; checked."""
         data = self.transport.execute(
             document("run"),
             {"entity": ref.entity, "project": ref.project, "name": ref.run_id},
@@ -266,7 +300,7 @@ class Api:
         attrs = (project or {}).get("run")
         if attrs is None:
             raise NotFoundError(f"run {ref.path} not found (or not visible with this API key)")
-        return Run(self, ref, check_run_attrs(attrs, ref.path))
+        return check_run_attrs(attrs, ref.path)
 
     def runs(
         self,
@@ -280,10 +314,12 @@ class Api:
         """The runs of a project, paged lazily; `filters` are MongoDB-style, passed through.
 
         `path` is ``"entity/project"``, or ``"project"`` with the default entity (`WANDB_ENTITY` or
-        the API key's user). `include_sweeps` and `lazy` are accepted for compatibility with the SDK
-        (runs always come with their full metadata; sweeps are not fetched).
+        the API key's user). With `lazy` (the SDK's default) the listing asks the light run fields;
+        each run fetches the rest (`LISTING_OMITS`) with one `run` query when first needed. Without,
+        the listing asks every field (for code that reads them for every run). `include_sweeps` is
+        accepted for compatibility with the SDK (sweeps are not fetched).
         """
-        del include_sweeps, lazy
+        del include_sweeps
         if path is None:
             if not (self.settings.entity or self.default_entity) or not self.settings.project:
                 raise ConfigurationError("runs() needs 'entity/project' (or WANDB_ENTITY and WANDB_PROJECT)")
@@ -296,7 +332,7 @@ class Api:
             if self.settings.entity or not isinstance(path, str) or "/" in path.strip().strip("/"):
                 raise
             entity, project = parse_project_path(path, default_entity=self.default_entity)
-        return Runs(self, entity, project, dict(filters or {}), order, per_page)
+        return Runs(self, entity, project, dict(filters or {}), order, per_page, lazy=lazy)
 
 
 def default_api(api: Api | None = None, *, retry: RetryPolicy | None = None) -> Api:
@@ -339,7 +375,13 @@ class LazyApi:
 
 
 class Run:
-    """One run: metadata plus `scan_history`, `history` and `scan`."""
+    """One run: metadata plus `scan_history`, `history` and `scan`.
+
+    `attrs` are the server's fields of the run. Those of `LISTING_OMITS` it lacks (a run from a light
+    listing) are fetched with one `run` query when first needed (`config`, `summary`,
+    `system_metrics`, `history_keys`, `load`, `to_dict`...), once, then kept; without an `api` they
+    read as empty.
+    """
 
     def __init__(
         self,
@@ -353,11 +395,64 @@ class Run:
         self.ref = ref
         self._attrs = dict(attrs)
         self._source = source
-        where = ref.path if source is None else None  # attributes from a server's answer: checked
-        raw_config = _json_field(attrs.get("config"), where, "config")
-        self.config, self.rawconfig = _unwrap_config(raw_config)
-        self.summary = _json_field(attrs.get("summaryMetrics"), where, "summaryMetrics")
-        self.system_metrics = _json_field(attrs.get("systemMetrics"), where, "systemMetrics")
+        self._lock = threading.Lock()
+        self._parsed: dict[str, Any] = {}  # field -> parsed value (config: (config, rawconfig))
+        self._parsed = self._parse(self._attrs, [n for n in _JSON_FIELDS if n in self._attrs or api is None])
+
+    def _parse(self, attrs: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+        """`_parsed` plus the JSON-text fields `names` of `attrs`, parsed (and checked when they come
+        from a server)."""
+        where = self.ref.path if self._source is None else None  # attributes from a server's answer
+        parsed = dict(self._parsed)
+        for name in names:
+            value = _json_field(attrs.get(name), where, name)
+            parsed[name] = _unwrap_config(value) if name == "config" else value
+        return parsed
+
+    def _complete(self) -> None:
+        """Fetch the fields of `LISTING_OMITS` this run lacks with one `run` query (once, whatever
+        the threads asking); a no-op without an api or when nothing is missing."""
+        if self._api is None or all(name in self._attrs for name in LISTING_OMITS):
+            return
+        with self._lock:
+            missing = [name for name in LISTING_OMITS if name not in self._attrs]
+            if not missing:
+                return
+            fresh = self._api._run_attrs(self.ref)
+            # only what was missing: the listed fields (state, line count) stay as the source saw them
+            attrs = {**self._attrs, **{name: fresh[name] for name in missing}}
+            # parsed first: a thread that sees the fields in _attrs (and so takes no lock) finds them
+            self._parsed = self._parse(attrs, [n for n in _JSON_FIELDS if n in missing])
+            self._attrs = attrs
+
+    def _json(self, name: str) -> Any:
+        if name not in self._parsed:
+            self._complete()
+        return self._parsed[name]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config, ``{"value": v}`` entries unwrapped, without the internal keys."""
+        config: dict[str, Any] = self._json("config")[0]
+        return config
+
+    @property
+    def rawconfig(self) -> dict[str, Any]:
+        """The config with the internal keys (``_wandb``, ``wandb_version``)."""
+        raw: dict[str, Any] = self._json("config")[1]
+        return raw
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The run's summary metrics, as a dict."""
+        summary: dict[str, Any] = self._json("summaryMetrics")
+        return summary
+
+    @property
+    def system_metrics(self) -> dict[str, Any]:
+        """The run's system metrics, as a dict."""
+        metrics: dict[str, Any] = self._json("systemMetrics")
+        return metrics
 
     @classmethod
     def from_run_data(cls, run: RunData) -> Run:
@@ -517,10 +612,9 @@ class Run:
         ``config`` unwrapped, ``rawconfig``, ``summaryMetrics`` and ``systemMetrics`` as dicts."""
         if force and self._api is not None:
             fresh = self._api.run(self.ref)
-            self._attrs = fresh._attrs
-            self.config, self.rawconfig = fresh.config, fresh.rawconfig
-            self.summary, self.system_metrics = fresh.summary, fresh.system_metrics
+            self._attrs, self._parsed = fresh._attrs, fresh._parsed
             self._source = None
+        self._complete()
         return {
             **self._attrs,
             "config": self.config,
@@ -535,15 +629,22 @@ class Run:
         if name.startswith("_"):
             raise AttributeError(name)
         attrs = self.__dict__.get("_attrs") or {}
-        for key in (_snake_to_camel(name), name):
+        keys = (_snake_to_camel(name), name)
+        if "_lock" in self.__dict__ and any(k in LISTING_OMITS and k not in attrs for k in keys):
+            self._complete()  # e.g. run.summaryMetrics on a run from a light listing
+            attrs = self._attrs
+        for key in keys:
             if key in attrs and key != "user":
                 return attrs[key]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def history_keys(self) -> dict[str, Any]:
+        """The run's ``historyKeys`` (keys, their types, ``lastStep``)."""
+        if "historyKeys" not in self._attrs:
+            self._complete()
         keys = self._attrs.get("historyKeys")
-        if not isinstance(keys, dict):
+        if not isinstance(keys, dict):  # null from the server, or no server: ask the source
             keys = self.source.history_keys()
             self._attrs["historyKeys"] = keys
         return keys
@@ -671,6 +772,7 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         """The run's metadata as one flat record (the shape of the `runs` table)."""
+        self._complete()
         keys = self._attrs.get("historyKeys")
         last = keys.get("lastStep") if isinstance(keys, dict) else None
         return {
@@ -725,6 +827,8 @@ class Runs:
         filters: dict[str, Any],
         order: str,
         per_page: int,
+        *,
+        lazy: bool = True,
     ) -> None:
         self._api = api
         self.entity = entity
@@ -732,6 +836,7 @@ class Runs:
         self.filters = filters
         self.order = order
         self.per_page = per_page
+        self.lazy = lazy
         self._count: int | None = None
         self._loaded: list[Run] = []
         self._loader: Iterator[Run] | None = None
@@ -745,7 +850,7 @@ class Runs:
         `ProtocolError` naming the project for any answer that breaks the protocol)."""
         where = f"project {self.entity}/{self.project}"
         data = self._api.transport.execute(
-            document("runs"),
+            document("runs", full=not self.lazy),
             {
                 "entity": self.entity,
                 "project": self.project,
@@ -778,7 +883,8 @@ class Runs:
             if not isinstance(name, str) or not name:
                 raise ProtocolError(f"{where}: the runs listing holds {edge!r:.100}, not a run")
             ref = RunRef(self.entity, self.project, name)
-            runs.append(Run(self._api, ref, check_run_attrs(node, ref.path)))
+            check = _check_listed_run if self.lazy else check_run_attrs
+            runs.append(Run(self._api, ref, check(node, ref.path)))
         more, end = info.get("hasNextPage"), info.get("endCursor")
         if more.__class__ is not bool or not isinstance(end, str | None):
             raise ProtocolError(

@@ -21,6 +21,31 @@ from typing import Any
 import pytest
 
 SHARED_SPEC = "test/synthetic:runs=3,steps=2500,keys=12,seed=7"
+
+
+def live_service() -> Any:
+    """The service model of the shared emulators: every unkindness of the real service (random
+    downsampling below `samples`, the SDK's request limits, stale line counts of running runs),
+    with history served as live pages, the path these suites count requests on. The Parquet path
+    has suites of its own (tests/test_parquet_path.py, tests/test_emulator_service.py)."""
+    from connector.emulator.service import ServiceModel
+
+    return ServiceModel(parquet_history="none")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def parquet_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Downloaded Parquet exports go to a folder of this test session, never the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("wandb-cache")
+    old = os.environ.get("WANDB_CACHE_DIR")
+    os.environ["WANDB_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("WANDB_CACHE_DIR", None)
+    else:
+        os.environ["WANDB_CACHE_DIR"] = old
 TEST_API_KEY = "test-" + "5eed" * 10
 
 
@@ -33,7 +58,7 @@ def api_key() -> str:
 def emulator(api_key: str) -> Iterator[Any]:
     from connector.emulator import Emulator, synthetic_runs
 
-    emu = Emulator(synthetic_runs(SHARED_SPEC), api_key=api_key).start()
+    emu = Emulator(synthetic_runs(SHARED_SPEC), api_key=api_key, service=live_service()).start()
     try:
         yield emu
     finally:
@@ -65,6 +90,7 @@ def make_emulator(api_key: str) -> Iterator[Callable[..., Any]]:
         if isinstance(runs, str):
             runs = synthetic_runs(runs)
         kwargs.setdefault("api_key", api_key)
+        kwargs.setdefault("service", live_service())
         emu = Emulator(runs, **kwargs).start()
         made.append(emu)
         return emu

@@ -53,6 +53,26 @@ RUNS_QUERY = """query Runs($project: String!, $entity: String!, $cursor: String,
     }
 }"""
 
+# These tests pin the emulator's exact semantics (even downsampling, no limits, exact line counts,
+# no Parquet exports); tests/test_emulator_service.py covers the realistic defaults.
+
+
+@pytest.fixture(scope="module")
+def emulator(api_key: str) -> Any:
+    from tests.conftest import SHARED_SPEC
+
+    with Emulator(synthetic_runs(SHARED_SPEC), api_key=api_key, service=ServiceModel.friendly()) as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_emulator(make_emulator: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("service", ServiceModel.friendly())
+        return make_emulator(*args, **kwargs)
+
+    return make
+
 
 def post(
     emu: Any, query: str, variables: Any = None, op: Any = "", *, key: str | None = None

@@ -273,7 +273,10 @@ def test_interrupt_report_says_what_was_committed_and_how_to_resume(capsys):
 # -- end to end: the command line without a terminal -----------------------------------------------
 @pytest.fixture
 def demo(make_emulator):
-    return make_emulator(demo_runs())
+    # exact line counts: the plan line's row estimate is compared with the demo's row count
+    from connector.emulator.service import ServiceModel
+
+    return make_emulator(demo_runs(), service=ServiceModel(parquet_history="none", stale_line_count=0.0))
 
 
 def _history_rows(dest: str) -> int:

@@ -68,8 +68,9 @@ MODES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "ok": ((), "", ""),
     "history-null": (DATA, "ProtocolError", "null"),
     "history-missing": (DATA, "ProtocolError", "field"),
-    "run-missing-fields": (RUN_LEVEL, "ProtocolError", "lacks the fields historyKeys"),
-    "laststep-string": (RUN_LEVEL, "ProtocolError", "lastStep is a string"),
+    # the runs listing asks the light run fields (no historyKeys): listing ids does not read them
+    "run-missing-fields": (DATA, "ProtocolError", "lacks the fields historyKeys"),
+    "laststep-string": (DATA, "ProtocolError", "lastStep is a string"),
     "linecount-string": (RUN_LEVEL, "ProtocolError", "historyLineCount is a string"),
     "rows-not-json": (DATA, "ProtocolError", "not"),
     "row-not-object": (DATA, "ProtocolError", "not a JSON object"),
@@ -439,8 +440,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, api_key: str) -> Iterator[
     """The emulator, the hostile server in front of it, and the true rows (pickled for children)."""
     from connector import Api
     from connector.emulator import Emulator, synthetic_runs
+    from connector.emulator.service import ServiceModel
 
-    emu = Emulator(synthetic_runs(SPEC), api_key=api_key).start()
+    emu = Emulator(synthetic_runs(SPEC), api_key=api_key, service=ServiceModel(parquet_history="none")).start()
     server = _HostileServer(emu.base_url)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

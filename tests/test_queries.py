@@ -34,6 +34,9 @@ CAPTURED = {
     "full_events": ("RunFullHistory", {"project": "String!", "entity": "String!",
                                        "name": "String!", "samples": "Int"},
                     ["project", "run"], ("events", {"samples"})),
+    "parquet_history": ("RunParquetHistory", {"entity": "String!", "project": "String!",
+                                              "runName": "String!", "liveKeys": "[String!]!"},
+                        ["project", "run"], ("parquetHistory", {"liveKeys"})),
     "runs": ("Runs", {"project": "String!", "entity": "String!", "cursor": "String",
                       "perPage": "Int", "order": "String", "filters": "JSONString"},
              ["project", "runs"], ("pageInfo", set())),
@@ -60,7 +63,7 @@ def test_document_shape_matches_the_capture(name: str) -> None:
     for arg in leaf_args:
         assert f"{arg}:" in text.replace(" :", ":")
     # Go-owned documents go out with their operation name, Python-owned ones with "" (as captured).
-    go_owned = {"viewer", "history_page", "sampled_history_page"}
+    go_owned = {"viewer", "history_page", "sampled_history_page", "parquet_history"}
     assert (OPERATION_NAMES.get(name, "") != "") == (name in go_owned)
 
 

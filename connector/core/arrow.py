@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .values import NONFINITE
 
@@ -137,6 +138,47 @@ class SchemaPlan:
 
     def empty_batch(self) -> pa.RecordBatch:
         return pa.RecordBatch.from_pylist([], schema=self.schema)
+
+    def conform(self, table: pa.Table) -> pa.RecordBatch | None:
+        """A table read from a columnar file (``_step`` plus key columns, nested dicts as structs or
+        dotted names) as one batch of this plan's schema, without a row in Python; None when it
+        does not fit without loss (a column of another type, a key the plan lacks, a JSON column):
+        the caller then converts its rows with `to_batch`.
+
+        >>> plan = SchemaPlan((("_step", "int"), ("a.b", "float"), ("s", "string")))
+        >>> t = pa.table({"_step": [3], "a": pa.array([{"b": 1}])})
+        >>> plan.conform(t).to_pylist()
+        [{'_step': 3, 'a.b': 1.0, 's': None, '_extra': None}]
+        >>> plan.conform(pa.table({"_step": [3], "other": [1.0]})) is None
+        True
+        """
+        table = flatten_structs(table)
+        if STEP_COLUMN not in table.column_names or not set(table.column_names) <= self.names:
+            return None
+        arrays = []
+        for name, kind in self.kinds:
+            if name not in table.column_names:
+                arrays.append(pa.nulls(table.num_rows, _ARROW_TYPES[kind]))  # type: ignore[call-overload]  # pyarrow-stubs: no overload for a plain DataType
+                continue
+            column = table.column(name)
+            kind_of_column = column.type
+            fits = (
+                (kind == INT and pa.types.is_integer(kind_of_column))
+                or (kind == FLOAT and (pa.types.is_floating(kind_of_column) or pa.types.is_integer(kind_of_column) or pa.types.is_null(kind_of_column)))
+                or (kind == BOOL and (pa.types.is_boolean(kind_of_column) or pa.types.is_null(kind_of_column)))
+                or (kind == STRING and (pa.types.is_string(kind_of_column) or pa.types.is_large_string(kind_of_column) or pa.types.is_null(kind_of_column)))
+            )
+            if kind == JSON:  # media, lists, mixed types: JSON text, built per value (rare columns)
+                arrays.append(pa.array([_json_text(v) for v in column.to_pylist()], pa.string()))
+                continue
+            if not fits:
+                return None
+            arrays.append(column.cast(_ARROW_TYPES[kind]).combine_chunks())
+        if self.with_extra:
+            arrays.append(pa.nulls(table.num_rows, pa.string()))
+        if arrays[0].null_count:
+            return None
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def to_batch(self, rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
         """Convert SDK-shaped rows (nested or flat) into one batch of this plan's schema."""
@@ -267,3 +309,53 @@ def _tolerant(name: str, kind: str, values: list[Any], extra: dict[int, dict[str
             extra.setdefault(i, {})[name] = value
         out.append(converted)
     return pa.array(out, _ARROW_TYPES[kind])
+
+
+def _plain_struct(kind: pa.DataType) -> bool:
+    """A struct that is a nested dict of keys (flattened to dotted columns), not a media value."""
+    return pa.types.is_struct(kind) and kind.get_field_index("_type") < 0
+
+
+def flatten_structs(table: pa.Table) -> pa.Table:
+    """`table` with its nested-dict struct columns flattened to dotted columns (media structs kept).
+
+    >>> flatten_structs(pa.table({"a": pa.array([{"b": {"c": 1}}])})).column_names
+    ['a.b.c']
+    """
+    while any(_plain_struct(f.type) for f in table.schema):
+        columns, names = [], []
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            if _plain_struct(column.type):
+                for child in column.type:
+                    names.append(f"{name}.{child.name}")
+                    columns.append(pc.struct_field(column, child.name))
+            else:
+                names.append(name)
+                columns.append(column)
+        table = pa.table(columns, names=names)
+    return table
+
+
+def _json_text(value: Any) -> str | None:
+    """A value read from a columnar file as the JSON text of the value that was logged: struct
+    fields that are null were not logged; binary cells hold JSON text already."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return dumps_json(value.decode("utf-8", "replace"))
+    return dumps_json(_without_nulls(value))
+
+
+def _without_nulls(value: Any) -> Any:
+    """`value` without the null fields of its dicts (lists of scalars are returned as they are)."""
+    if value.__class__ is dict:
+        return {k: v if v.__class__ not in _NESTED else _without_nulls(v) for k, v in value.items() if v is not None}
+    if value.__class__ is list and value and (value[0].__class__ in _NESTED or value[-1].__class__ in _NESTED):
+        return [v if v.__class__ not in _NESTED else _without_nulls(v) for v in value]
+    return value
+
+
+_NESTED = frozenset({dict, list})

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ..errors import ConfigurationError, ConnectorError, RowError
+from ..errors import ConfigurationError, ConnectorError, RowError, TransportError
 from .arrow import FLOAT, STEP_COLUMN, SchemaPlan
 from .columns import last_step, select_columns
 from .source import HistorySource, Page, Window
@@ -176,8 +176,20 @@ class HistoryScan:
             stop,
             page_size=self.page_size,
             line_count=self.source.line_count(),
-            probe=self.source.probe_steps,
+            probe=self._probe,
         )
+
+    def _probe(self, window: Window, samples: int) -> list[int]:
+        """The source's step probe; a refused request (HTTP 400: a cap on samples) is asked again
+        with fewer samples, and past that the probe gives nothing (it is only a planning hint)."""
+        while samples >= 1:
+            try:
+                return self.source.probe_steps(window, samples)
+            except TransportError as exc:
+                if exc.status != 400:
+                    raise
+                samples //= 10
+        return []
 
     # -- fetching -------------------------------------------------------------------------------
 
@@ -189,7 +201,15 @@ class HistoryScan:
         return self.source.fetch_rows(window, samples)
 
     def _fetch(self, window: Window) -> Page:
-        page = self._fetch_once(window, window_samples(window, self.page_size))
+        try:
+            page = self._fetch_once(window, window_samples(window, self.page_size))
+        except TransportError as exc:
+            # 400: the server refused the request (a cap on samples or rows nobody publishes):
+            # ask for half the window at a time instead of failing
+            if exc.status != 400 or window.width <= 1:
+                raise
+            log.info("run %s: steps [%d, %d) refused (%s); asking for halves", self.source.ref.path, window.lo, window.hi, exc)
+            page = Page([], complete=False)
         if page.complete or window.width <= 1:
             return page
         self.stats.splits += 1
@@ -251,12 +271,22 @@ class HistoryScan:
 
     def _checked(self, window: Window, page: Page, previous: list[int]) -> Page:
         """`page` decoded, counted, and checked to start after the previous page's last step."""
-        try:
-            rows = page.decode()
-        except RowError as exc:
-            raise self._error(str(exc), window) from exc
-        if rows:
-            first, last = rows[0].get("_step"), rows[-1].get("_step")
+        first: Any = None
+        last: Any = None
+        if page.table is not None:
+            steps = page.table.column(STEP_COLUMN)
+            if len(steps):
+                first, last = steps[0].as_py(), steps[-1].as_py()
+            filled = len(steps) > 0
+        else:
+            try:
+                rows = page.decode()
+            except RowError as exc:
+                raise self._error(str(exc), window) from exc
+            filled = bool(rows)
+            if filled:
+                first, last = rows[0].get("_step"), rows[-1].get("_step")
+        if filled:
             if first.__class__ is not int or last.__class__ is not int:
                 raise self._error(f"a row has _step {first!r:.40} / {last!r:.40}, not an integer", window)
             if first <= previous[0]:
@@ -336,7 +366,8 @@ class HistoryScan:
                 if not len(page):
                     continue
                 try:
-                    batch = plan.to_batch(page.decode())
+                    conformed = None if page.table is None else plan.conform(page.table)
+                    batch = conformed if conformed is not None else plan.to_batch(page.decode())
                 except ConnectorError:
                     raise
                 except _CONVERSION_ERRORS as exc:

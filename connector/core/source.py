@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from ..errors import ConnectorError
 from .runpath import RunRef
 from .values import parse_row
@@ -57,8 +59,13 @@ class Page:
     nbytes: int = 0
     shared: bool = False
     texts: list[str] | None = None
+    table: pa.Table | None = None
+    """The page as a columnar table (``_step`` and key columns), when the source read one: the
+    scan then builds its batch with `SchemaPlan.conform` and no Python row at all."""
 
     def __len__(self) -> int:
+        if self.table is not None:
+            return self.table.num_rows
         return len(self.texts) if self.texts is not None else len(self.rows)
 
     def decode(self) -> list[dict[str, Any]]:

@@ -6,10 +6,12 @@ first: one request
 for its `_step` column (all steps, or an even sample) places windows where the rows are, so a gap of a
 million steps costs no flood of empty pages.
 
-Each window carries `samples`, the most rows the server may return for it. It is the window's width
-when that is small (then the server can never downsample), else twice the page size; a window that
-comes back with exactly `samples` rows is split by the scan and fetched again, so sampling is never
-silent.
+Each window carries `samples`, the most rows the server may return for it: the window's width, capped
+at `MAX_SAMPLES` (what the official SDK never exceeds). When the width fits, the server can never
+downsample: no window holds more rows than steps. A wider window (a sparse stretch found by the probe)
+may come back downsampled, possibly to fewer rows than `samples` and at random, so the scan splits it
+and fetches the halves until they fit; an empty answer ends the split early. Sampling is never silent,
+and a row count is never taken as proof.
 
 >>> [(w.lo, w.hi) for w in plan_windows(0, 2500, page_size=1000)]
 [(0, 1000), (1000, 2000), (2000, 2500)]
@@ -28,13 +30,18 @@ from collections.abc import Callable
 
 from .source import Window
 
-PROBE_SAMPLES = 10_000
+MAX_SAMPLES = 10_000  # samples per request: the official SDK never asks more
+PROBE_SAMPLES = MAX_SAMPLES
 MAX_DENSE_WINDOWS = 10_000  # more fixed windows than this (a huge step span): probe instead
 
 
 def window_samples(window: Window, page_size: int) -> int:
-    """The `samples` argument for one window (see the module docstring)."""
-    return max(1, min(window.width, 2 * page_size))
+    """The `samples` argument for one window (see the module docstring).
+
+    >>> window_samples(Window(0, 1000), 1000), window_samples(Window(0, 10**9), 1000)
+    (1000, 10000)
+    """
+    return max(1, min(window.width, MAX_SAMPLES))
 
 
 def plan_windows(

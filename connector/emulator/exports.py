@@ -100,8 +100,11 @@ def file_table(rows: Sequence[Mapping[str, Any]], *, nested: bool) -> pa.Table:
 
 
 def _column(values: list[Any]) -> pa.Array:
-    """`values` as one typed Arrow array, or as JSON texts in a binary array when no type fits."""
-    if not any(isinstance(v, bool) for v in values) or all(isinstance(v, bool | None) for v in values):
+    """`values` as one typed Arrow array, or as JSON texts in a binary array when no type fits
+    without loss (ints mixed with floats, anywhere in the values, would come back as floats)."""
+    if not _mixes_ints_and_floats(values) and (
+        not any(isinstance(v, bool) for v in values) or all(isinstance(v, bool | None) for v in values)
+    ):
         try:
             array = pa.array(values)
             if _representable(array.type):
@@ -162,3 +165,32 @@ class ExportShelf:
             self.storage.put(name, exported.data)
             names.append(name)
         return names
+
+
+def _mixes_ints_and_floats(values: list[Any]) -> bool:
+    """Whether ints and floats meet at one place of the values (a column, a list, a struct field).
+
+    >>> _mixes_ints_and_floats([1, 2.5]), _mixes_ints_and_floats([{"a": [1, 2]}, {"a": [0.5]}])
+    (True, True)
+    >>> _mixes_ints_and_floats([1, None, 3]), _mixes_ints_and_floats([{"a": 1}, {"b": 0.5}])
+    (False, False)
+    """
+    top = set(map(type, values))
+    if int in top and float in top:
+        return True
+    if dict not in top and list not in top:
+        return False
+    kinds: dict[str, set[type]] = {}
+    stack: list[tuple[str, Any]] = [("", v) for v in values if isinstance(v, dict | list)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[]", v) for v in value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seen = kinds.setdefault(where, set())
+            seen.add(type(value))
+            if len(seen) > 1:
+                return True
+    return False

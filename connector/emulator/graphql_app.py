@@ -104,7 +104,7 @@ class GraphQLApp:
         exports: ExportShelf | None = None,
     ) -> None:
         self.store = store
-        self.service = service or ServiceModel.friendly()
+        self.service = service or ServiceModel()
         self.exports = exports
         self.schema = load_schema()
         self._viewer_entity = viewer_entity  # callable returning the entity

@@ -307,7 +307,7 @@ class Emulator:
         service: ServiceModel | None = None,
     ) -> None:
         self.api_key = api_key or DEFAULT_API_KEY
-        self.service = ServiceModel.friendly() if service is None else service
+        self.service = ServiceModel() if service is None else service
         self.storage = StorageHost(url_ttl=self.service.parquet_url_ttl)
         self.request_headers: deque[dict[str, str]] = deque(maxlen=10_000)
         self._auth = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()

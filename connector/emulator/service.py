@@ -1,7 +1,8 @@
 """How unkind the emulator is: the service behaviours a client must survive, on by default.
 
-`ServiceModel` gathers them; `Emulator(service=ServiceModel.friendly())` turns them all off for tests
-that need the old, exact behaviour.
+`ServiceModel` gathers them and `Emulator` uses `ServiceModel()` unless told otherwise;
+`Emulator(service=ServiceModel.friendly())` turns them all off for tests that need exact, even
+answers.
 
 * ``parquet_history``: ``"all"`` (default) keeps the history of finished, failed and crashed runs in
   Parquet files served by the storage host, and of running runs up to a boundary (the last

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import threading
@@ -67,7 +68,7 @@ class StorageHost:
 
     def url(self, name: str, ttl: float | None = None) -> str:
         """A signed URL to `name`, valid for `ttl` seconds (default: this host's `url_ttl`)."""
-        expires = int(time.time() + (self.url_ttl if ttl is None else ttl))
+        expires = math.ceil(time.time() + (self.url_ttl if ttl is None else ttl))
         query = urllib.parse.urlencode({"Expires": expires, "Signature": self._sign(name, expires)})
         return f"{self.base_url}/blobs/{urllib.parse.quote(name)}?{query}"
 

@@ -245,7 +245,7 @@ def list_path_runs(
     if kind == "local":
         return [run for run in open_local(path) if _local_matches(run, filters or {})]
     if kind == "project":
-        return list(default_api(api).runs(path, filters=filters or None))
+        return list(default_api(api).runs(path, filters=filters or None, lazy=False))
     if filters:
         raise ConfigurationError(
             f"{where}: filters apply to a project ('entity/project') or a local folder, not to the run {path!r}"

@@ -340,7 +340,7 @@ def list_runs(
     if isinstance(runs, str):
         from ..api import default_api
 
-        return list(default_api(api).runs(runs, filters=filters))
+        return list(default_api(api).runs(runs, filters=filters, lazy=False))  # keys of every run
     if filters:
         raise ConfigurationError("filters apply to a project path ('entity/project'), not to a list of runs")
     if not isinstance(runs, Iterable):

@@ -208,7 +208,7 @@ def list_runs(
     if isinstance(project_or_runs, str):
         api = default_api(api)
         if is_project_path(project_or_runs):
-            return list(api.runs(project_or_runs, filters=filters, per_page=100))
+            return list(api.runs(project_or_runs, filters=filters, per_page=100, lazy=False))
         items: Sequence[Any] = [project_or_runs]
     else:
         items = list(project_or_runs)

@@ -110,7 +110,8 @@ def iter_runs(
             listing = Listing(entity, project, exhaustive=not flt)
             if listings is not None:
                 listings.append(listing)
-            for run in api.runs(f"{entity}/{project}", filters=flt, per_page=per_page):
+            # lazy=False: planning and the runs table read every run's keys, config and summary
+            for run in api.runs(f"{entity}/{project}", filters=flt, per_page=per_page, lazy=False):
                 listing.seen.add(run.id)
                 yield run
             listing.complete = True

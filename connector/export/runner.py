@@ -62,6 +62,7 @@ import pyarrow as pa
 from ..core.arrow import SchemaPlan
 from ..core.columns import check_keys, did_you_mean
 from ..core.values import history_keys_from_rows, strict_json_value
+from ..core.windows import MAX_SAMPLES
 from ..errors import ConfigurationError
 from ..remote.transport import RetryPolicy
 from .checkpoint import EVENTS, STEP_STREAMS, StateKey, StreamState
@@ -77,7 +78,7 @@ from .tables import TIMESTAMP_COLUMN, name_columns, with_key_names, with_run_col
 if TYPE_CHECKING:
     from ..api import Api, LazyApi, Run
 
-EVENTS_SAMPLES = 100_000
+EVENTS_SAMPLES = MAX_SAMPLES  # the most one request may ask (connector.core.windows)
 log = logging.getLogger("connector.export")
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
 
+from ..core.arrow import flatten_structs
 from ..core.values import unflatten_row
 from ..errors import CommError, ProtocolError
 
 READAHEAD = 1 << 20
+ROW_GROUPS_KEPT = 8
 _TOTAL = re.compile(r"/(\d+)$")
 
 
@@ -191,9 +194,11 @@ def _short(url: str) -> str:
 class RemoteFile(io.RawIOBase):
     """A read-only, seekable file over HTTP range reads, with a read-ahead buffer."""
 
-    def __init__(self, client: StorageClient, url: str, size: int) -> None:
+    def __init__(
+        self, client: StorageClient, url: str, size: int, renew: Callable[[], str] | None = None
+    ) -> None:
         super().__init__()
-        self.client, self.url, self.size = client, url, size
+        self.client, self.url, self.size, self.renew = client, url, size, renew
         self.position = 0
         self._buffer = b""
         self._buffer_at = 0
@@ -221,7 +226,14 @@ class RemoteFile(io.RawIOBase):
         start = self.position - self._buffer_at
         if not (start >= 0 and start + want <= len(self._buffer)):
             last = min(self.size, self.position + max(want, READAHEAD)) - 1
-            self._buffer = self.client.read(self.url, self.position, last)
+            try:
+                self._buffer = self.client.read(self.url, self.position, last)
+            except ExpiredUrl:
+                if self.renew is None:
+                    raise
+                self.url = self.renew()  # a fresh signed URL for the same file, asked once
+                self.renew = None
+                self._buffer = self.client.read(self.url, self.position, last)
             self._buffer_at = self.position
             self.requests += 1
             start = 0
@@ -286,8 +298,10 @@ class ExportReader:
     ) -> None:
         self.name, self.exports, self.client, self.reask = name, exports, client, reask
         self.cache, self.whole_files = cache, whole_files
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a range read that renews its URL runs under it too
         self._files: dict[int, pq.ParquetFile] = {}
+        self._file_locks: dict[int, threading.Lock] = {}
+        self._groups: OrderedDict[tuple[int, int, tuple[str, ...] | None], pa.Table] = OrderedDict()
         self._reasked: set[int] = set()
 
     @property
@@ -299,23 +313,29 @@ class ExportReader:
             opened = self._files.get(index)
             if opened is not None:
                 return opened
-            while True:
-                try:
-                    opened = self._open_url(index, self.exports.urls[index])
-                    break
-                except ExpiredUrl:
-                    if index in self._reasked:
-                        raise
-                    self._reasked.add(index)
-                    fresh = self.reask()
-                    if len(fresh.urls) != len(self.exports.urls):
-                        raise ProtocolError(
-                            f"{self.name}: parquetHistory changed from {len(self.exports.urls)} to "
-                            f"{len(fresh.urls)} files during the scan"
-                        ) from None
-                    self.exports = Exports(fresh.urls, self.exports.first_live)
+            try:
+                opened = self._open_url(index, self.exports.urls[index])
+            except ExpiredUrl:
+                opened = self._open_url(index, self._renew(index, self.exports.urls[index]))
             self._files[index] = opened
             return opened
+
+    def _renew(self, index: int, stale: str) -> str:
+        """A fresh URL for file `index`, whose URL `stale` was refused (`parquetHistory` is asked
+        again, unless another file's renewal already brought a newer URL; once per file)."""
+        if self.exports.urls[index] != stale:
+            return self.exports.urls[index]
+        if index in self._reasked:
+            raise ExpiredUrl(f"{self.name}: exported file {index} was refused again after a fresh URL")
+        self._reasked.add(index)
+        fresh = self.reask()
+        if len(fresh.urls) != len(self.exports.urls):
+            raise ProtocolError(
+                f"{self.name}: parquetHistory changed from {len(self.exports.urls)} to "
+                f"{len(fresh.urls)} files during the scan"
+            )
+        self.exports = Exports(fresh.urls, self.exports.first_live)
+        return fresh.urls[index]
 
     def _open_url(self, index: int, url: str) -> pq.ParquetFile:
         size, etag = self.client.stat(url)
@@ -331,7 +351,11 @@ class ExportReader:
                 if stored is not None:
                     return pq.ParquetFile(str(stored))
             return pq.ParquetFile(pa.BufferReader(content))
-        return pq.ParquetFile(pa.PythonFile(RemoteFile(self.client, url, size), mode="r"))
+        def renew() -> str:
+            with self._lock:
+                return self._renew(index, url)
+
+        return pq.ParquetFile(pa.PythonFile(RemoteFile(self.client, url, size, renew), mode="r"))
 
     def table(self, lo: int, hi: int, keys: Sequence[str] | None = None) -> pa.Table | None:
         """Rows with ``lo <= _step < hi`` from every file (None when no file holds any).
@@ -347,17 +371,19 @@ class ExportReader:
                 with self._lock:
                     self._files.pop(index, None)
                 parts.extend(self._read(index, lo, hi, keys))
-        parts = [p for p in parts if p.num_rows]
+        parts = [flatten_structs(p) for p in parts if p.num_rows]
         if not parts:
             return None
-        return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+        return table.sort_by("_step")
 
     def _read(self, index: int, lo: int, hi: int, keys: Sequence[str] | None) -> list[pa.Table]:
         file = self._open(index)
         schema = file.schema_arrow
         if "_step" not in schema.names:
             raise ProtocolError(f"{self.name}: exported file {index} has no _step column")
-        step_at = schema.get_field_index("_step")
+        leaves = file.schema  # statistics are per leaf column, in the Parquet schema's order
+        step_at = next(i for i in range(len(leaves)) if leaves.column(i).path == "_step")
         columns = None if keys is None else _columns_for(schema.names, keys)
         out = []
         meta = file.metadata
@@ -367,18 +393,37 @@ class ExportReader:
                 low, high = stats.min, stats.max
                 if low is not None and high is not None and (high < lo or low >= hi):
                     continue
-            table = file.read_row_group(group, columns=columns)
+            table = self._row_group(file, index, group, columns)
             steps = table.column("_step")
             mask = pc.and_(pc.greater_equal(steps, pa.scalar(lo, pa.int64())), pc.less(steps, pa.scalar(hi, pa.int64())))
             out.append(table.filter(mask))
         return out
+
+    def _row_group(self, file: pq.ParquetFile, index: int, group: int, columns: list[str] | None) -> pa.Table:
+        """One decoded row group, kept for the next windows (a row group spans several pages).
+
+        A `ParquetFile` is not safe for concurrent reads, so each file is read by one thread at a time.
+        """
+        key = (index, group, None if columns is None else tuple(columns))
+        with self._lock:
+            table = self._groups.get(key)
+            if table is not None:
+                self._groups.move_to_end(key)
+                return table
+            file_lock = self._file_locks.setdefault(index, threading.Lock())
+        with file_lock:
+            table = file.read_row_group(group, columns=columns)
+        with self._lock:
+            self._groups[key] = table
+            while len(self._groups) > ROW_GROUPS_KEPT:
+                self._groups.popitem(last=False)
+        return table
 
     def rows(self, lo: int, hi: int, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The logged rows with ``lo <= _step < hi``, ascending by step (see `logged_row`)."""
         table = self.table(lo, hi, keys)
         if table is None:
             return []
-        table = table.sort_by("_step")
         return [logged_row(record) for record in table.to_pylist()]
 
 

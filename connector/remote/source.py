@@ -1,9 +1,22 @@
 """The W&B GraphQL API as a `HistorySource`.
 
-Full rows come from `history(minStep, maxStep, samples)` (rows as JSON text with bare NaN/±Infinity
-tokens); keyed rows (the SDK's all-keys rule) from one `sampledHistory` spec per window; column
-projections from several specs in one `sampledHistory` call — `_step` alone plus one spec per column —
-joined on `_step`, so a projection never changes which rows come back.
+**Two paths.** The service keeps the history of finished runs (and of running runs up to a
+boundary) as Parquet files: `parquetHistory` answers their signed URLs plus ``liveData``, the first
+step not exported yet. Steps below that boundary are read from the files (`connector.remote.parquet`:
+range reads of the needed row groups and columns, or whole files into a validated cache); steps
+from the boundary on are paged live. A window that straddles the boundary is cut there, so no row is
+read twice and none is missed; `parquetHistory` is asked again at the start of every scan.
+
+Live full rows come from `history(minStep, maxStep, samples)` (rows as JSON text with bare
+NaN/±Infinity tokens); keyed rows (the SDK's all-keys rule) from one `sampledHistory` spec per
+window; column projections from one `sampledHistory` spec per request — `_step` alone, then one spec
+per column — joined on `_step`, so a projection never changes which rows come back (a projection of
+more than `MAX_COLUMN_SPECS` columns reads full rows instead).
+
+**Sampling.** The service may downsample any answer that matches more rows than ``samples``, to
+*fewer* rows than ``samples`` and at random. So a page is complete only when ``samples`` is at least
+the window's width (no window can hold more rows than steps), or when it is empty (a downsampling
+server keeps some rows); anything else is split by the scan and fetched again.
 
 Every answer is checked before it is used; the server is never trusted. Each of these raises
 `ProtocolError` naming the run (``entity/project/run_id``), the step window and what was wrong:
@@ -29,6 +42,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -46,11 +61,15 @@ from ..core.values import (
     flatten_row,
     parse_row,
 )
-from ..errors import ConnectorError, NotFoundError, ProtocolError, RowError
+from ..errors import ConnectorError, NotFoundError, ProtocolError, RequestError, RowError
+from .parquet import ExportReader, Exports, ParquetCache, StorageClient, logged_row, parse_exports
 from .queries import OPERATION_NAMES, document
 from .transport import Transport
 
-SPECS_PER_REQUEST = 16
+log = logging.getLogger(__name__)
+
+SPECS_PER_REQUEST = 1  # the official SDK never sends more; the service's cap is not public
+MAX_COLUMN_SPECS = 4  # past this many projected columns, one full-row page costs less
 INT64_MAX = 2**63 - 1
 _ABSENT = object()
 
@@ -225,6 +244,16 @@ class HistoryPage(Page):
         return self.rows
 
 
+class ExportPage(Page):
+    """A `Page` read from the Parquet exports: its `table` feeds Arrow batches directly, its rows
+    (SDK-shaped, as logged) are built from the table only when asked for."""
+
+    def decode(self) -> list[dict[str, Any]]:
+        if self.table is not None and not self.rows and self.table.num_rows:
+            self.rows = [logged_row(record) for record in self.table.to_pylist()]
+        return self.rows
+
+
 class ApiSource:
     """History of one run read over the GraphQL API.
 
@@ -241,11 +270,17 @@ class ApiSource:
         *,
         line_count: int | None = None,
         running: bool = False,
+        read_exports: bool = True,
+        cache: ParquetCache | None = None,
     ) -> None:
         self.transport = transport
         self.ref = ref
         self._line_count = line_count
         self.running = running
+        self.read_exports = read_exports
+        self.cache = ParquetCache() if cache is None else cache
+        self._reader: ExportReader | None | bool = False  # False: not asked in this scan yet
+        self._reader_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ApiSource({self.ref.path!r})"
@@ -386,8 +421,72 @@ class ApiSource:
 
     # -- HistorySource --------------------------------------------------------------------------
 
+    # -- Parquet exports ------------------------------------------------------------------------
+
+    def _ask_exports(self) -> Exports:
+        run, _ = self._run("parquet_history", self._vars("runName") | {"liveKeys": ["_step"]})
+        try:
+            return parse_exports(self._field(run, "parquetHistory"))
+        except ProtocolError as exc:
+            raise self._error(str(exc)) from exc
+
+    def _exports(self, whole_files: bool) -> ExportReader | None:
+        """The reader of this run's exported files for the current scan (None: nothing exported)."""
+        if not self.read_exports:
+            return None
+        with self._reader_lock:
+            if self._reader is False:
+                self._reader = None
+                try:
+                    exports = self._ask_exports()
+                except (ProtocolError, RequestError) as exc:
+                    # a server without Parquet exports (an older or self-hosted one): live pages only
+                    log.info("%s: parquetHistory unusable (%s); reading live pages", self._where(), exc)
+                    return None
+                if exports.urls:
+                    name = "_".join((self.ref.entity, self.ref.project, self.ref.run_id))
+                    self._reader = ExportReader(
+                        name,
+                        exports,
+                        StorageClient(user_agent=getattr(self.transport, "user_agent", "wandb-history-connector")),
+                        self._ask_exports,
+                        cache=self.cache,
+                        whole_files=whole_files,
+                    )
+            return self._reader if isinstance(self._reader, ExportReader) else None
+
+    def _exported(
+        self,
+        window: Window,
+        samples: int,
+        whole_files: bool,
+        read: Callable[[ExportReader, int, int], list[dict[str, Any]]],
+        live: Callable[[Window, int], Page],
+    ) -> Page | None:
+        """The page of `window` with the steps below the live boundary read from the exported files
+        by `read(reader, lo, hi)` and the rest by `live` (None when no file covers the window)."""
+        reader = self._exports(whole_files)
+        if reader is None:
+            return None
+        boundary = reader.first_live if reader.first_live is not None else INT64_MAX
+        if window.lo >= boundary:
+            return None
+        cut = min(window.hi, boundary)
+        if whole_files and cut >= window.hi:  # full rows, all exported: the columnar path
+            table = reader.table(window.lo, cut)
+            return ExportPage([], table=table if table is not None else None)
+        rows = read(reader, window.lo, cut)
+        if cut >= window.hi:
+            return Page(rows, complete=True)
+        tail = live(Window(cut, window.hi), min(samples, window.hi - cut))
+        return Page(rows + tail.decode(), complete=tail.complete, nbytes=tail.nbytes)
+
+    # -- HistorySource --------------------------------------------------------------------------
+
     @_answer_errors
     def history_keys(self) -> dict[str, Any]:
+        with self._reader_lock:
+            self._reader = False  # a fresh read of the run: its exports are asked again
         run, _ = self._run("run_history_keys", self._vars())
         return check_history_keys(
             self._field(run, "historyKeys"), self.ref.path, line_count=self._line_count
@@ -398,6 +497,10 @@ class ApiSource:
 
     @_answer_errors
     def fetch_rows(self, window: Window, samples: int) -> Page:
+        page = self._exported(window, samples, True, lambda r, lo, hi: r.rows(lo, hi), self._live_rows)
+        return page if page is not None else self._live_rows(window, samples)
+
+    def _live_rows(self, window: Window, samples: int) -> Page:
         variables = self._vars("run") | {
             "minStep": window.lo,
             "maxStep": window.hi,
@@ -416,7 +519,7 @@ class ApiSource:
             raise self._error(f"history row {bad} is {_kind(texts[bad])}, not JSON text", window)
         return HistoryPage(
             [],
-            complete=len(texts) < samples or samples >= window.width,
+            complete=samples >= window.width or not texts,
             nbytes=len(raw),
             texts=texts,
             check=functools.partial(self._checked_texts, window),
@@ -447,15 +550,33 @@ class ApiSource:
 
     @_answer_errors
     def fetch_keyed(self, window: Window, keys: Sequence[str], samples: int) -> Page:
+        def read(reader: ExportReader, lo: int, hi: int) -> list[dict[str, Any]]:
+            return keyed_rows(reader.rows(lo, hi, keys), keys)
+
+        page = self._exported(window, samples, False, read, lambda w, n: self._live_keyed(w, keys, n))
+        return page if page is not None else self._live_keyed(window, keys, samples)
+
+    def _live_keyed(self, window: Window, keys: Sequence[str], samples: int) -> Page:
         wanted = list(dict.fromkeys(["_step", *keys]))
         spec = self._spec(wanted, window, samples)
         result, nbytes = self._sampled([spec], window, "sampled_history_page")
         rows = self._row_list(result[0], window, "sampledHistory", samples)
-        return Page(rows, complete=len(rows) < samples or samples >= window.width, nbytes=nbytes)
+        return Page(rows, complete=samples >= window.width or not rows, nbytes=nbytes)
 
     @_answer_errors
     def fetch_columns(self, window: Window, columns: Sequence[str], samples: int) -> Page:
         wanted = [c for c in dict.fromkeys(columns) if c != "_step"]
+
+        def read(reader: ExportReader, lo: int, hi: int) -> list[dict[str, Any]]:
+            return column_rows(reader.rows(lo, hi, wanted), wanted)
+
+        page = self._exported(window, samples, False, read, lambda w, n: self._live_columns(w, wanted, n))
+        return page if page is not None else self._live_columns(window, wanted, samples)
+
+    def _live_columns(self, window: Window, wanted: list[str], samples: int) -> Page:
+        if len(wanted) > MAX_COLUMN_SPECS:
+            page = self._live_rows(window, samples)
+            return Page(column_rows(page.decode(), wanted), complete=page.complete, nbytes=page.nbytes)
         specs = [self._spec(["_step"], window, samples)]
         specs += [self._spec(["_step", c], window, samples) for c in wanted]
         lists: list[list[dict[str, Any]]] = []
@@ -466,7 +587,7 @@ class ApiSource:
                 what = "sampledHistory" + (f" (column {wanted[i + j - 1]!r})" if i + j else " (_step)")
                 lists.append(self._row_list(lst, window, what, samples))
             nbytes += size
-        complete = samples >= window.width or all(len(lst) < samples for lst in lists)
+        complete = samples >= window.width or not lists[0]
         by_step: dict[int, dict[str, Any]] = {r["_step"]: {"_step": r["_step"]} for r in lists[0]}
         for column, lst in zip(wanted, lists[1:], strict=True):
             for raw_row in lst:
@@ -493,6 +614,19 @@ class ApiSource:
 
     @_answer_errors
     def probe_steps(self, window: Window, samples: int) -> list[int]:
+        def read(reader: ExportReader, lo: int, hi: int) -> list[dict[str, Any]]:
+            table = reader.table(lo, hi, [])
+            return [] if table is None else [{"_step": int(s)} for s in table.column("_step").to_pylist() if s is not None]
+
+        def live(part: Window, n: int) -> Page:
+            return Page([{"_step": s} for s in self._live_probe(part, n)])
+
+        page = self._exported(window, samples, False, read, live)
+        if page is not None:
+            return [row["_step"] for row in page.rows]
+        return self._live_probe(window, samples)
+
+    def _live_probe(self, window: Window, samples: int) -> list[int]:
         lists, _ = self._sampled([self._spec(["_step"], window, samples)], window)
         rows = self._row_list(lists[0], window, "sampledHistory (_step probe)", samples)
         return [r["_step"] for r in rows]
@@ -519,3 +653,48 @@ class ApiSource:
                 raise self._error(f"{field} row {i}: {exc}") from exc
         return rows
 
+
+def keyed_rows(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Logged rows projected as a keyed ``sampledHistory`` answers them: the rows holding every one
+    of `keys`, each key with its value (a top-level key's whole value, or the leaf a dotted key
+    names), and ``_step``.
+
+    >>> keyed_rows([{"_step": 1, "a": {"b": 2}, "c": 3}, {"_step": 2, "c": 4}], ["a.b", "c"])
+    [{'_step': 1, 'a.b': 2, 'c': 3}]
+    """
+    out = []
+    for row in rows:
+        projected = {"_step": row["_step"]}
+        for key in keys:
+            value = _lookup(row, key)
+            if value is _ABSENT or value is None:
+                break
+            projected[key] = value
+        else:
+            out.append(projected)
+    return out
+
+
+def column_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Logged rows projected to ``_step`` and the flat `columns` each row holds (one row per step).
+
+    >>> column_rows([{"_step": 1, "a": {"b": 2}, "c": 3}, {"_step": 2}], ["a.b"])
+    [{'_step': 1, 'a.b': 2}, {'_step': 2}]
+    """
+    out = []
+    for row in rows:
+        flat = flatten_row(row)[0]
+        out.append({"_step": row["_step"], **{c: flat[c] for c in columns if c in flat}})
+    return out
+
+
+def _lookup(row: dict[str, Any], key: str) -> Any:
+    """A top-level key's value, else the leaf a dotted key names through nested dicts."""
+    if key in row:
+        return row[key]
+    value: Any = row
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value

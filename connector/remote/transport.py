@@ -29,7 +29,18 @@
   bytes"; not retried). Other content encodings are refused (only gzip is asked for).
 * Each body whose length is declared is read in one call (``raw.read()``): reading in small chunks
   convoys on the GIL when several pages are in flight; a chunked body is read 1 MiB at a time.
-* The API key never appears in reprs, logs or error messages.
+* The API key never appears in reprs, logs or error messages, and goes only in ``Authorization`` to
+  the GraphQL host.
+* **Headers as the official public client sends them** (`request_headers`): ``User-Agent: W&B Public
+  Client <SDK_VERSION> (wandb-history-connector <version>)`` (the service gates admin-capable access
+  and some fields on the public client's User-Agent), ``Use-Admin-Privileges: true``,
+  ``X-Wandb-Username`` / ``X-Wandb-User-Email`` from `WANDB_USERNAME` / `WANDB_USER_EMAIL` when set,
+  ``Content-Type: application/json``, ``Accept-Encoding: gzip``.
+* **RateLimit headers.** An answer (of any status) with ``RateLimit-Remaining`` at or below
+  `RATE_LIMIT_FLOOR` and ``RateLimit-Reset`` (seconds, integer or not) holds the transport's *next*
+  requests, in every thread, until the reset: each pause is at most `RATE_LIMIT_MAX_WAIT` seconds and
+  never eats the last second of a request's `RetryPolicy.deadline`. Malformed values are ignored.
+  Each pause logs one INFO line.
 
 >>> t = Transport("http://127.0.0.1:9", "k" * 40)
 >>> "k" * 40 in repr(t)
@@ -50,6 +61,7 @@ import heapq
 import http.client
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -58,7 +70,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -87,6 +99,13 @@ from ..errors import (
 )
 
 log = logging.getLogger("connector.remote.transport")
+
+#: The official SDK whose public client our requests mimic (its User-Agent prefix and headers).
+SDK_VERSION = "0.31.0"
+#: ``RateLimit-Remaining`` at or below this pauses the next requests until ``RateLimit-Reset``.
+RATE_LIMIT_FLOOR = 0
+#: The longest single pause for ``RateLimit-Reset`` (a longer reset is cut to this), in seconds.
+RATE_LIMIT_MAX_WAIT = 60.0
 
 #: The largest answer body accepted, as sent and after decompression (see the module docstring).
 DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -202,6 +221,101 @@ def _retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def request_headers(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of every GraphQL request except ``Authorization``: the official public client's,
+    with our name added to its User-Agent; ``X-Wandb-Username`` / ``X-Wandb-User-Email`` from
+    `WANDB_USERNAME` / `WANDB_USER_EMAIL` (of `environ`, default `os.environ`) when set.
+
+    A value with a control character is a `ConfigurationError`; other non-ASCII text goes out as UTF-8.
+
+    >>> h = request_headers({"WANDB_USERNAME": "ada"})
+    >>> h["User-Agent"].startswith(f"W&B Public Client {SDK_VERSION} (wandb-history-connector ")
+    True
+    >>> h["Use-Admin-Privileges"], h["X-Wandb-Username"], "X-Wandb-User-Email" in h
+    ('true', 'ada', False)
+    """
+    env = os.environ if environ is None else environ
+    headers = {
+        "User-Agent": f"W&B Public Client {SDK_VERSION} (wandb-history-connector {__version__})",
+        "Use-Admin-Privileges": "true",
+        "Content-Type": "application/json",
+        "Accept-Encoding": "gzip",
+    }
+    for header, variable in (
+        ("X-Wandb-Username", "WANDB_USERNAME"),
+        ("X-Wandb-User-Email", "WANDB_USER_EMAIL"),
+    ):
+        value = env.get(variable)
+        if not value:
+            continue
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigurationError(f"{variable} holds a control character; it cannot be sent as {header}")
+        # http.client sends header text as Latin-1: this puts the value's UTF-8 bytes on the wire
+        headers[header] = value.encode("utf-8").decode("latin-1")
+    return headers
+
+
+def _number(value: str | None) -> float | None:
+    """A finite number from header text, None for anything else."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def rate_limit_pause(remaining: str | None, reset: str | None) -> float | None:
+    """Seconds to hold the next requests for, from ``RateLimit-Remaining`` and ``RateLimit-Reset``
+    (seconds until the window resets); None when there is nothing to wait for or a value is malformed.
+
+    >>> rate_limit_pause("0", "2.5"), rate_limit_pause("5", "2.5"), rate_limit_pause("0", "soon")
+    (2.5, None, None)
+    >>> rate_limit_pause("0", "3600")  # cut to RATE_LIMIT_MAX_WAIT
+    60.0
+    """
+    left, seconds = _number(remaining), _number(reset)
+    if left is None or seconds is None or left > RATE_LIMIT_FLOOR or seconds <= 0:
+        return None
+    return min(seconds, RATE_LIMIT_MAX_WAIT)
+
+
+class _Pace:
+    """When the next request may go, from the server's RateLimit headers; shared by every thread
+    using one transport (and by its `Transport.with_gate` copies: one server, one key, one budget)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0  # time.monotonic() before which no request is sent
+
+    def note(self, remaining: str | None, reset: str | None, label: str) -> None:
+        """Take in one answer's RateLimit headers."""
+        pause = rate_limit_pause(remaining, reset)
+        if pause is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            paused = self._until > now
+            self._until = max(self._until, now + pause)
+        if not paused:  # one line per pause, not one per thread
+            log.info(
+                "rate limit reached (RateLimit-Remaining %s): holding requests for %s until the window "
+                "resets (%s)", remaining.strip() if remaining else remaining, _seconds(pause), label,
+            )  # fmt: skip
+
+    def wait(self, budget: float) -> None:
+        """Sleep until requests may go again, at most `budget` seconds."""
+        end = time.monotonic() + budget
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                delay = min(self._until, end) - now
+            if delay <= 0:
+                return
+            time.sleep(delay)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -438,6 +552,9 @@ class Transport:
         self._auth = (
             "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode() if api_key else None
         )
+        self.headers = request_headers()
+        self.user_agent = self.headers["User-Agent"]
+        self._pace = _Pace()
         self._pool_size = pool_size
         self.gate: AttemptGate | None = None
         self._local = threading.local()
@@ -448,7 +565,8 @@ class Transport:
         return f"Transport(base_url={self._shown!r}, authenticated={self._auth is not None})"
 
     def with_gate(self, gate: AttemptGate) -> Transport:
-        """A copy of this transport (same server, key, timeouts, retries) whose attempts pass `gate`."""
+        """A copy of this transport (same server, key, timeouts, retries, and the same RateLimit
+        pauses) whose attempts pass `gate`."""
         new = copy.copy(self)
         new.gate = gate
         new._local = threading.local()
@@ -463,13 +581,7 @@ class Transport:
             adapter = _Adapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            session.headers.update(
-                {
-                    "User-Agent": f"wandb-history-connector/{__version__}",
-                    "Content-Type": "application/json",
-                    "Accept-Encoding": "gzip",
-                }
-            )
+            session.headers.update(self.headers)
             if self._auth:
                 session.headers["Authorization"] = self._auth
             self._local.session = session
@@ -498,8 +610,14 @@ class Transport:
             before_sleep=lambda state: self._before_sleep(state, label),
             reraise=True,
         )
+
+        def attempt() -> tuple[dict[str, Any], bytes]:
+            # a RateLimit pause leaves the attempt at least a second of the deadline
+            self._pace.wait(max(0.0, policy.deadline - (time.monotonic() - started) - 1.0))
+            return self._attempt(body, label, self._attempt_timeout(started))
+
         try:
-            return retrying(lambda: self._attempt(body, label, self._attempt_timeout(started)))
+            return retrying(attempt)
         except _Retryable as failure:
             error = failure.error
             attempts = retrying.statistics.get("attempt_number", 1)
@@ -594,6 +712,8 @@ class Transport:
         if fired:
             self._raise_too_slow(read, label, None)
         status = response.status_code
+        headers = response.headers
+        self._pace.note(headers.get("RateLimit-Remaining"), headers.get("RateLimit-Reset"), label)
         content = self._decode_body(raw, response.headers.get("Content-Encoding"), label)
         with self._stats_lock:
             self.stats["requests"] += 1
