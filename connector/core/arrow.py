@@ -337,25 +337,28 @@ def flatten_structs(table: pa.Table) -> pa.Table:
 
 
 def _json_text(value: Any) -> str | None:
-    """A value read from a columnar file as the JSON text of the value that was logged: struct
-    fields that are null were not logged; binary cells hold JSON text already."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
+    """A value read from a columnar file as the JSON text of the value that was logged."""
+    return None if value is None else dumps_json(logged_value(value))
+
+
+def logged_value(value: Any) -> Any:
+    """A cell read from a columnar file as the value that was logged: struct fields that are null
+    were not logged (they are left out), binary cells hold JSON text (parsed; NaN tokens allowed).
+
+    >>> logged_value({"_type": "histogram", "bins": None, "values": [1, None]}), logged_value(b"[1, NaN]")
+    ({'_type': 'histogram', 'values': [1, None]}, [1, nan])
+    """
+    kind = value.__class__
+    if kind is dict:
+        return {k: v if v.__class__ not in _NESTED else logged_value(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        return [v if v.__class__ not in _NESTED else logged_value(v) for v in value]
+    if kind is bytes:
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except ValueError:
-            return dumps_json(value.decode("utf-8", "replace"))
-    return dumps_json(_without_nulls(value))
-
-
-def _without_nulls(value: Any) -> Any:
-    """`value` without the null fields of its dicts (lists of scalars are returned as they are)."""
-    if value.__class__ is dict:
-        return {k: v if v.__class__ not in _NESTED else _without_nulls(v) for k, v in value.items() if v is not None}
-    if value.__class__ is list and value and (value[0].__class__ in _NESTED or value[-1].__class__ in _NESTED):
-        return [v if v.__class__ not in _NESTED else _without_nulls(v) for v in value]
+            return value.decode("utf-8", "replace")
     return value
 
 
-_NESTED = frozenset({dict, list})
+_NESTED = frozenset({dict, list, bytes})

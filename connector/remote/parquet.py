@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
 
-from ..core.arrow import flatten_structs
+from ..core.arrow import flatten_structs, logged_value
 from ..core.values import unflatten_row
 from ..errors import CommError, ProtocolError
 
@@ -93,27 +93,10 @@ def logged_row(record: dict[str, Any]) -> dict[str, Any]:
     for key, value in record.items():
         if value is None:
             continue
-        row[key] = _without_nulls(value)
+        row[key] = logged_value(value)
     if any("." in key for key in row):
         row = unflatten_row(row)
     return row
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, bytes):
-        return _json(value)
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
-def _json(data: bytes) -> Any:
-    try:
-        return json.loads(data)  # the standard parser takes the bare NaN / Infinity tokens
-    except ValueError:
-        return data.decode("utf-8", "replace")
 
 
 class ExpiredUrl(CommError):
