@@ -169,7 +169,12 @@ class SchemaPlan:
                 or (kind == STRING and (pa.types.is_string(kind_of_column) or pa.types.is_large_string(kind_of_column) or pa.types.is_null(kind_of_column)))
             )
             if kind == JSON:  # media, lists, mixed types: JSON text, built per value (rare columns)
-                arrays.append(pa.array([_json_text(v) for v in column.to_pylist()], pa.string()))
+                values = column.to_pylist()
+                if _inner_nulls_or_binary(column.combine_chunks()):
+                    texts = [_json_text(v) for v in values]
+                else:  # nothing to drop or parse inside: the values are as logged
+                    texts = [None if v is None else dumps_json(v) for v in values]
+                arrays.append(pa.array(texts, pa.string()))
                 continue
             if not fits:
                 return None
@@ -362,3 +367,21 @@ def logged_value(value: Any) -> Any:
 
 
 _NESTED = frozenset({dict, list, bytes})
+
+
+def _inner_nulls_or_binary(array: pa.Array[Any]) -> bool:
+    """Whether a column holds null struct fields or binary cells anywhere below its top level
+    (cells that `logged_value` must change); plain lists and complete structs need no change.
+
+    >>> _inner_nulls_or_binary(pa.array([{"a": 1, "b": [1.5]}])), _inner_nulls_or_binary(pa.array([{"a": 1}, {"b": 2}]))
+    (False, True)
+    """
+    kind = array.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return True
+    if pa.types.is_struct(kind):
+        children = [array.field(i) for i in range(kind.num_fields)]  # type: ignore[attr-defined]  # StructArray
+        return any(c.null_count or _inner_nulls_or_binary(c) for c in children)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _inner_nulls_or_binary(array.flatten())  # type: ignore[attr-defined]  # ListArray
+    return False
