@@ -32,7 +32,7 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError
 from .storage import DEFAULT_URL_TTL
@@ -98,10 +98,6 @@ class ServiceModel:
     def friendly(cls) -> ServiceModel:
         """No Parquet exports, even sampling, no limits, exact line counts."""
         return cls(parquet_history="none", sampling="even", limits=None, stale_line_count=0.0)
-
-    def with_(self, **changes: object) -> ServiceModel:
-        """A copy with `changes` applied."""
-        return replace(self, **changes)  # type: ignore[arg-type]  # field names checked by replace
 
     # -- behaviours ----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..core.arrow import flatten_structs, logged_value
 from ..core.values import unflatten_row
@@ -99,6 +100,10 @@ def logged_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+class _Transient(Exception):
+    """A storage answer worth another attempt (a connection error, 429, 5xx)."""
+
+
 class ExpiredUrl(CommError):
     """The storage host refused a signed URL (``403``: expired or no longer valid)."""
 
@@ -106,7 +111,8 @@ class ExpiredUrl(CommError):
 class StorageClient:
     """HTTP reads from the storage host, without credentials.
 
-    Connection errors and 5xx/429 answers are retried `retries` times; ``403`` raises `ExpiredUrl`.
+    Connection errors and 5xx/429 answers are retried `retries` times (tenacity, short exponential
+    waits); ``403`` raises `ExpiredUrl`.
     """
 
     def __init__(self, *, user_agent: str, timeout: float = 60.0, retries: int = 4) -> None:
@@ -124,22 +130,30 @@ class StorageClient:
         return session
 
     def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
-        last: Exception | None = None
-        for _ in range(self.retries + 1):
+        def attempt() -> requests.Response:
             try:
                 response = self._session().get(url, headers=headers, timeout=self.timeout)
             except requests.RequestException as exc:
-                last = exc
-                continue
-            if response.status_code == 403:
+                raise _Transient(str(exc)) from exc
+            status = response.status_code
+            if status == 403:
                 raise ExpiredUrl(f"the storage host refused {_short(url)} (403: the signed URL expired?)")
-            if response.status_code == 429 or response.status_code >= 500:
-                last = CommError(f"the storage host answered {response.status_code} for {_short(url)}")
-                continue
-            if response.status_code not in (200, 206):
-                raise CommError(f"the storage host answered {response.status_code} for {_short(url)}")
+            if status == 429 or status >= 500:
+                raise _Transient(f"the storage host answered {status} for {_short(url)}")
+            if status not in (200, 206):
+                raise CommError(f"the storage host answered {status} for {_short(url)}")
             return response
-        raise CommError(f"reading {_short(url)} failed after {self.retries + 1} attempts: {last}")
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as exc:
+            raise CommError(f"reading {_short(url)} failed after {self.retries + 1} attempts: {exc}") from exc
 
     def stat(self, url: str) -> tuple[int, str | None]:
         """(size, ETag) of the file at `url`, from a one-byte range read."""
@@ -348,12 +362,7 @@ class ExportReader:
         """
         parts = []
         for index in range(len(self.exports.urls)):
-            try:
-                parts.extend(self._read(index, lo, hi, keys))
-            except ExpiredUrl:
-                with self._lock:
-                    self._files.pop(index, None)
-                parts.extend(self._read(index, lo, hi, keys))
+            parts.extend(self._read(index, lo, hi, keys))
         parts = [flatten_structs(p) for p in parts if p.num_rows]
         if not parts:
             return None

@@ -474,7 +474,7 @@ class ApiSource:
         cut = min(window.hi, boundary)
         if whole_files and cut >= window.hi:  # full rows, all exported: the columnar path
             table = reader.table(window.lo, cut)
-            return ExportPage([], table=table if table is not None else None)
+            return ExportPage([], table=table)
         rows = read(reader, window.lo, cut)
         if cut >= window.hi:
             return Page(rows, complete=True)
