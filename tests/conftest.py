@@ -6,6 +6,8 @@
   from step 0, run 1 from step 1000, run 2 with a 5000-step gap). Treat it as read-only: do not
   append, truncate, change states or set faults on it (use ``make_emulator``).
 * ``api``: a connector `Api` for the shared emulator; ``paths``: its three runs in a fixed order.
+* ``live_emulator``, ``live_api``, ``live_paths``: the same runs served as live pages only, for
+  suites that count live history requests (the shared emulator keeps finished runs in Parquet).
 * ``make_emulator``: a factory ``make_emulator(spec_or_runs, **kwargs) -> Emulator`` for tests that
   mutate data or inject faults; every emulator it makes is stopped at the end of the test.
 * ``sdk_env``: an environment dict for running the official ``wandb`` SDK in a subprocess with all
@@ -24,10 +26,19 @@ SHARED_SPEC = "test/synthetic:runs=3,steps=2500,keys=12,seed=7"
 
 
 def live_service() -> Any:
-    """The service model of the shared emulators: every unkindness of the real service (random
-    downsampling below `samples`, the SDK's request limits, stale line counts of running runs),
-    with history served as live pages, the path these suites count requests on. The Parquet path
-    has suites of its own (tests/test_parquet_path.py, tests/test_emulator_service.py)."""
+    """The service model of the shared emulators: the realistic defaults, every unkindness of the
+    real service (finished runs' history in Parquet exports, random downsampling below `samples`,
+    the SDK's request limits, stale line counts of running runs). Suites that count live page
+    requests ask for ``ServiceModel(parquet_history="none")`` themselves."""
+    from connector.emulator.service import ServiceModel
+
+    return ServiceModel()
+
+
+def live_pages_service() -> Any:
+    """The realistic model with every history row served as live pages (no Parquet exports): for
+    the suites whose subject is live paging (request counts, pushdown into GraphQL requests,
+    faults on history requests, the official SDK's live-page rows)."""
     from connector.emulator.service import ServiceModel
 
     return ServiceModel(parquet_history="none")
@@ -63,6 +74,31 @@ def emulator(api_key: str) -> Iterator[Any]:
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture(scope="session")
+def live_emulator(api_key: str) -> Iterator[Any]:
+    """The shared runs (``SHARED_SPEC``) served as live pages only (`live_pages_service`)."""
+    from connector.emulator import Emulator, synthetic_runs
+
+    emu = Emulator(synthetic_runs(SHARED_SPEC), api_key=api_key, service=live_pages_service()).start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="session")
+def live_api(live_emulator: Any) -> Any:
+    from connector import Api
+
+    return Api(api_key=live_emulator.api_key, base_url=live_emulator.base_url)
+
+
+@pytest.fixture(scope="session")
+def live_paths(live_emulator: Any) -> list[str]:
+    by_name = {live_emulator.run(*p.split("/")).meta.display_name: p for p in live_emulator.paths()}
+    return [by_name["synthetic-1"], by_name["synthetic-2"], by_name["synthetic-3"]]
 
 
 @pytest.fixture(scope="session")

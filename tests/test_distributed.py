@@ -20,6 +20,7 @@ from test_export_support import assert_equals_scans, same_value  # noqa: E402
 
 from connector.emulator import FaultSpec  # noqa: E402
 from connector.remote.transport import RetryPolicy  # noqa: E402
+from tests.conftest import live_pages_service  # noqa: E402
 
 
 def _canon(table: pa.Table) -> pa.Table:
@@ -126,6 +127,7 @@ def test_ray_shares_one_rate_limit_under_429s(ray_cluster, make_emulator, api_ke
     faulty = make_emulator(
         "e/p:runs=3,steps=600,keys=6,seed=9",
         faults=FaultSpec(rate=0.25, kinds=("429",), seed=4, retry_after=0.01, only_fields=("history",)),
+        service=live_pages_service(),  # the 429s fall on live history pages
     )
     ds = connector.ray.read_history(
         "e/p", api=Api(api_key=api_key, base_url=faulty.base_url), partition_steps=200, max_requests=2,

@@ -33,6 +33,17 @@ def truth_rows(emulator: Any, path: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
+def live_con(live_api: Api) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection reading the live-pages emulator: pushdown is proven by its GraphQL counters."""
+    connection = register(duckdb.connect(), live_api)
+    try:
+        yield connection
+    finally:
+        unregister(connection)
+        connection.close()
+
+
+@pytest.fixture
 def con(api: Api) -> Iterator[duckdb.DuckDBPyConnection]:
     connection = register(duckdb.connect(), api)
     try:
@@ -57,8 +68,9 @@ def fetched(emulator: Any) -> dict[str, Any]:
 
 
 def test_macro_window_mean_fetches_only_the_window_and_the_key(
-    emulator: Any, con: duckdb.DuckDBPyConnection, paths: list[str]
+    live_emulator: Any, live_con: duckdb.DuckDBPyConnection, live_paths: list[str]
 ) -> None:
+    emulator, con, paths = live_emulator, live_con, live_paths
     path, a, b = paths[0], 1200, 1449
     truth = [r["loss"] for r in truth_rows(emulator, path) if a <= r["_step"] <= b]
     emulator.reset_counters()
@@ -81,8 +93,10 @@ def test_macro_window_mean_fetches_only_the_window_and_the_key(
 
 
 def test_wide_view_window_mean_fetches_only_the_window_and_the_key(
-    emulator: Any, con: duckdb.DuckDBPyConnection, api: Api, paths: list[str]
+    live_emulator: Any, live_con: duckdb.DuckDBPyConnection, live_api: Api, live_paths: list[str]
 ) -> None:
+    emulator, con, paths = live_emulator, live_con, live_paths
+    api = live_api
     path, a, b = paths[0], 1200, 1449
     truth = [r["loss"] for r in truth_rows(emulator, path) if a <= r["_step"] <= b]
     register_run(con, path, "run0", api=api)
@@ -153,8 +167,9 @@ def test_long_layout_typed_values(emulator: Any, con: duckdb.DuckDBPyConnection,
 
 
 def test_step_filters_limits_and_in_lists(
-    emulator: Any, con: duckdb.DuckDBPyConnection, paths: list[str]
+    live_emulator: Any, live_con: duckdb.DuckDBPyConnection, live_paths: list[str]
 ) -> None:
+    emulator, con, paths = live_emulator, live_con, live_paths
     path = paths[2]  # a 5000-step gap between 1249 and 6250
     emulator.reset_counters()
     got = con.sql(

@@ -22,6 +22,7 @@ from connector.core.rundata import MemoryRun, RunMeta
 from connector.engines.duckdb import register, register_run, register_runs, unregister
 from connector.engines.polars import scan_histories, scan_history
 from connector.errors import ConfigurationError
+from tests.conftest import live_pages_service
 
 NUL = "\x00"
 STEPS = 10
@@ -164,7 +165,7 @@ def test_duckdb_long_layout_keeps_odd_keys_as_values(make_emulator: Any) -> None
 
 
 def test_duckdb_pushdown_reaches_renamed_columns(make_emulator: Any) -> None:
-    emu = make_emulator([odd_run()])
+    emu = make_emulator([odd_run()], service=live_pages_service())
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     con = duckdb.connect()
     register_run(con, "e/p/r", "odd", api=api)

@@ -63,6 +63,7 @@ from test_export_support import (  # noqa: E402
 from connector.api import Api  # noqa: E402
 from connector.emulator import FaultSpec, synthetic_runs  # noqa: E402
 from connector.export import export  # noqa: E402
+from tests.conftest import live_pages_service
 
 FAULT_KINDS = ("429", "500", "502", "503", "reset", "truncate")
 EXIT_BUSY = 4  # planned exit status of "another export is running on this destination"
@@ -341,7 +342,7 @@ def test_kill9_under_faults_then_resume_equals_clean_export(
     seeds = f"kind={kind} seed={chaos_seed} data_seed={chaos_seed} fault_seed={fault_seed} final_fault_seed={final_fault_seed} kill_seed={kill_seed!r}"
     print(f"CHAOS {seeds} steps={profile.steps} kills={profile.kills}")  # shown on failure
 
-    emu = make_emulator(chaos_runs(chaos_seed, profile.steps))
+    emu = make_emulator(chaos_runs(chaos_seed, profile.steps), service=live_pages_service())
     ref_dest = reference_export(kind, emu, tmp_path, "ref")
     reference = read_history(kind, ref_dest)
     ref_keys = upstream_keys(emu)

@@ -34,6 +34,7 @@ from connector.emulator import FaultSpec  # noqa: E402
 from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export import export  # noqa: E402
 from connector.remote.transport import RetryPolicy  # noqa: E402
+from tests.conftest import live_pages_service
 
 FAST_RETRY = RetryPolicy(max_attempts=30, deadline=60, initial_wait=0.01, max_wait=0.05)
 ARGS = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2"]
@@ -42,7 +43,7 @@ SLOW_ARGS = [*ARGS, "--page-size", "100"]  # ~100 requests: with emulator latenc
 
 @pytest.fixture
 def demo(make_emulator):
-    return make_emulator(demo_runs())
+    return make_emulator(demo_runs(), service=live_pages_service())
 
 
 def _reference(kind, emu, tmp_path):
@@ -110,7 +111,7 @@ def test_export_under_injected_faults_is_identical(kind, make_emulator, tmp_path
     clean = make_emulator(demo_runs())
     reference = _reference(kind, clean, tmp_path)
     faults = FaultSpec(rate=0.25, kinds=("429", "500", "502", "503", "reset", "truncate"), seed=11, retry_after=0.01)
-    emu = make_emulator(demo_runs(), faults=faults)
+    emu = make_emulator(demo_runs(), faults=faults, service=live_pages_service())
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     dest = make_dest(kind, tmp_path, "faults")
     summary = export("demo/mnist", dest, api=api, retry=FAST_RETRY, chunk_steps=700, concurrency=4)

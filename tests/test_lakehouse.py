@@ -27,6 +27,7 @@ from test_export_support import ROOT, cli_env, read_history, run_cli  # noqa: E4
 from connector.api import Api  # noqa: E402
 from connector.emulator.demo_runs import demo_runs  # noqa: E402
 from connector.export import export  # noqa: E402
+from tests.conftest import live_pages_service
 
 ARGS = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2"]
 SLOW_ARGS = [*ARGS, "--page-size", "100"]
@@ -95,7 +96,7 @@ def dest_for(kind: str, tmp_path: Path, tag: str) -> tuple[str, str]:
 
 @pytest.fixture
 def demo(make_emulator):
-    return make_emulator(demo_runs())
+    return make_emulator(demo_runs(), service=live_pages_service())
 
 
 def duck_reference(emu: Any, tmp_path: Path, **options: Any) -> tuple[list[Any], dict[Any, Any]]:

@@ -64,7 +64,8 @@ def test_schema_is_known_before_any_history_page(emulator: Any, api: Api, paths:
     assert schema["hist"] == pl.String and schema["phase"] == pl.String
 
 
-def test_projection_never_changes_the_rows(emulator: Any, api: Api, paths: list[str]) -> None:
+def test_projection_never_changes_the_rows(live_emulator: Any, live_api: Api, live_paths: list[str]) -> None:
+    emulator, api, paths = live_emulator, live_api, live_paths  # counts live page requests
     path = paths[1]  # sparse val_loss / hist in runs with index >= 1
     truth = truth_rows(emulator, path)
     lf = scan_history(path, api=api)
@@ -142,8 +143,9 @@ def test_min_and_max_step_are_a_half_open_window(api: Api, paths: list[str], emu
     ],
 )
 def test_a_predicate_that_is_not_understood_still_filters_exactly(
-    emulator: Any, api: Api, paths: list[str], predicate: pl.Expr
+    live_emulator: Any, live_api: Api, live_paths: list[str], predicate: pl.Expr
 ) -> None:
+    emulator, api, paths = live_emulator, live_api, live_paths  # counts live page requests
     path = paths[0]
     lf = scan_history(path, api=api)
     emulator.reset_counters()
@@ -165,7 +167,8 @@ def test_nan_filters_behave_as_in_polars(emulator: Any, api: Api, paths: list[st
     assert above == nan_steps
 
 
-def test_head_stops_early(emulator: Any, api: Api, paths: list[str]) -> None:
+def test_head_stops_early(live_emulator: Any, live_api: Api, live_paths: list[str]) -> None:
+    emulator, api, paths = live_emulator, live_api, live_paths  # counts live page requests
     lf = scan_history(paths[0], api=api)
     emulator.reset_counters()
     frame = lf.head(7).collect()
@@ -188,7 +191,8 @@ def test_join_across_runs(emulator: Any, api: Api, paths: list[str]) -> None:
 # -- many runs ------------------------------------------------------------------------------------
 
 
-def test_scan_histories_over_a_project(emulator: Any, api: Api, paths: list[str]) -> None:
+def test_scan_histories_over_a_project(live_emulator: Any, live_api: Api, live_paths: list[str]) -> None:
+    emulator, api, paths = live_emulator, live_api, live_paths  # counts live page requests
     lf = scan_histories("test/synthetic", api=api)
     assert lf.collect_schema().names()[:4] == ["entity", "project", "run_id", "_step"]
     counts = dict(lf.group_by("run_id").agg(pl.len()).collect().rows())

@@ -19,6 +19,7 @@ from connector.errors import ConfigurationError
 from connector.local.source import LocalSource
 from connector.remote.source import ApiSource
 from tests.compare import assert_same_rows
+from tests.conftest import live_pages_service
 
 
 def truth(emu: Any, path: str) -> list[dict[str, Any]]:
@@ -50,7 +51,7 @@ def test_step_windows_min_inclusive_max_exclusive(api: Api, emulator: Any, lo: i
 
 
 def test_gaps_and_late_starts_cost_no_flood_of_pages(make_emulator: Any) -> None:
-    emu = make_emulator("g/p:runs=3,steps=1000,keys=4,seed=9")
+    emu = make_emulator("g/p:runs=3,steps=1000,keys=4,seed=9", service=live_pages_service())
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     late, gap = emu.paths()[1], emu.paths()[2]  # steps 1000..1999; 0..499 then 5500..5999
     for path in (late, gap):
@@ -69,7 +70,7 @@ def test_sampling_is_never_silent(make_emulator: Any, monkeypatch: Any) -> None:
     import connector.core.windows as windows
 
     monkeypatch.setattr(windows, "MAX_SAMPLES", 150)  # a server capping samples at 150
-    emu = make_emulator("s/p:runs=1,steps=2000,keys=3,seed=2")
+    emu = make_emulator("s/p:runs=1,steps=2000,keys=3,seed=2", service=live_pages_service())
     path = emu.paths()[0]
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     run = api.run(path)
@@ -101,7 +102,7 @@ def test_columns_select_columns_and_keep_every_step(api: Api, emulator: Any) -> 
 
 
 def test_column_pushdown_fetches_only_the_asked_keys(make_emulator: Any) -> None:
-    emu = make_emulator("c/p:runs=1,steps=1000,keys=12,seed=4")
+    emu = make_emulator("c/p:runs=1,steps=1000,keys=12,seed=4", service=live_pages_service())
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     run = api.run(emu.paths()[0])
     emu.reset_counters()

@@ -43,6 +43,18 @@ KEYS = ["loss", "val_loss"]
 
 
 @pytest.fixture(scope="module")
+def emulator(live_emulator: Any) -> Any:
+    """This module's oracle is the SDK's live-page path (every row as logged); the SDK over the
+    Parquet exports pads keyed scans with None and is compared in tests/test_parquet_path.py."""
+    return live_emulator
+
+
+@pytest.fixture(scope="module")
+def api(live_api: Any) -> Any:
+    return live_api
+
+
+@pytest.fixture(scope="module")
 def sdk_out(emulator: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = sdk_env(tmp_path_factory.mktemp("sdk"))
     env.pop("WANDB_MODE")  # online: the SDK reads the emulator

@@ -281,7 +281,8 @@ def test_wandb_runs_has_timestamps_and_the_sdk_fields(make_emulator: Any) -> Non
 # -- wide views: _time -----------------------------------------------------------------------------
 
 
-def test_wide_views_have_a_timestamp_column(emulator: Any, api: Api, paths: list[str]) -> None:
+def test_wide_views_have_a_timestamp_column(live_emulator: Any, live_api: Api, live_paths: list[str]) -> None:
+    emulator, api, paths = live_emulator, live_api, live_paths  # counts live page requests
     con = duckdb.connect()
     try:
         register_run(con, paths[0], "run0", api=api)

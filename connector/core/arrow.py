@@ -168,13 +168,8 @@ class SchemaPlan:
                 or (kind == BOOL and (pa.types.is_boolean(kind_of_column) or pa.types.is_null(kind_of_column)))
                 or (kind == STRING and (pa.types.is_string(kind_of_column) or pa.types.is_large_string(kind_of_column) or pa.types.is_null(kind_of_column)))
             )
-            if kind == JSON:  # media, lists, mixed types: JSON text, built per value (rare columns)
-                values = column.to_pylist()
-                if _inner_nulls_or_binary(column.combine_chunks()):
-                    texts = [_json_text(v) for v in values]
-                else:  # nothing to drop or parse inside: the values are as logged
-                    texts = [None if v is None else dumps_json(v) for v in values]
-                arrays.append(pa.array(texts, pa.string()))
+            if kind == JSON:  # media, lists, mixed types: JSON text of the logged values
+                arrays.append(json_texts(column.combine_chunks()))
                 continue
             if not fits:
                 return None
@@ -326,11 +321,17 @@ def flatten_structs(table: pa.Table) -> pa.Table:
 
     >>> flatten_structs(pa.table({"a": pa.array([{"b": {"c": 1}}])})).column_names
     ['a.b.c']
+    >>> flatten_structs(pa.table({"a.b": [1.0], "a": pa.array([{"b": 2.0}])})).column_names
+    ['a.b', 'a']
     """
-    while any(_plain_struct(f.type) for f in table.schema):
+    kept: set[str] = set()  # structs left whole: flattening them would repeat a column name
+    while any(_plain_struct(f.type) and f.name not in kept for f in table.schema):
         columns, names = [], []
+        taken = set(table.column_names)
         for name, column in zip(table.column_names, table.columns, strict=True):
-            if _plain_struct(column.type):
+            if _plain_struct(column.type) and name not in kept and any(f"{name}.{c.name}" in taken for c in column.type):
+                kept.add(name)  # a literal dotted key beside the same nested path: rows decide
+            if _plain_struct(column.type) and name not in kept:
                 for child in column.type:
                     names.append(f"{name}.{child.name}")
                     columns.append(pc.struct_field(column, child.name))
@@ -339,6 +340,66 @@ def flatten_structs(table: pa.Table) -> pa.Table:
                 columns.append(column)
         table = pa.table(columns, names=names)
     return table
+
+
+def json_texts(array: pa.Array[Any]) -> pa.Array[Any]:
+    """The JSON text (`dumps_json`) of each logged value in a column read from a columnar file.
+
+    Columns whose values need no change (`logged_value`) and hold only finite floats are encoded by
+    Polars in one vectorised pass; the others value by value. Both give the same text.
+
+    >>> json_texts(pa.array([{"_type": "h", "v": [1.5, 2.0]}, None])).to_pylist()
+    ['{"_type":"h","v":[1.5,2.0]}', None]
+    >>> json_texts(pa.array([[float("nan")], [1.0]])).to_pylist()
+    ['[NaN]', '[1.0]']
+    """
+    if _inner_nulls_or_binary(array):
+        return pa.array([_json_text(v) for v in array.to_pylist()], pa.string())
+    if not _encodable(array.type) or not _finite_leaves(array):
+        return pa.array([None if v is None else dumps_json(v) for v in array.to_pylist()], pa.string())
+    import polars as pl  # noqa: PLC0415  # only columns of JSON values pay for the import
+
+    wrapped = pl.Series(pa.StructArray.from_arrays([array], names=["v"]))
+    encoded = wrapped.struct.json_encode().str.slice(5, None).str.head(-1)  # {"v":…} → …
+    texts = encoded.to_arrow().cast(pa.string())
+    valid: pa.Array[Any] = pc.if_else(array.is_valid(), texts, pa.nulls(len(array), pa.string()))
+    return valid
+
+
+def _encodable(kind: pa.DataType) -> bool:
+    """Whether Polars' JSON encoder writes values of `kind` exactly as `dumps_json` does: bool,
+    64-bit floats, integers and strings, in structs and lists (float32 prints shorter, others vary).
+
+    >>> _encodable(pa.struct([("a", pa.list_(pa.float64()))])), _encodable(pa.float32())
+    (True, False)
+    """
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_encodable(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _encodable(kind.value_type)
+    return (
+        pa.types.is_boolean(kind)
+        or pa.types.is_float64(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+    )
+
+
+def _finite_leaves(array: pa.Array[Any]) -> bool:
+    """Whether every float below `array` is finite (Polars writes NaN/±inf as null, W&B as tokens).
+
+    >>> _finite_leaves(pa.array([{"a": [1.0, 2.0]}])), _finite_leaves(pa.array([{"a": [float("inf")]}]))
+    (True, False)
+    """
+    kind = array.type
+    if pa.types.is_floating(kind):
+        return bool(pc.all(pc.is_finite(array)).as_py() is not False)
+    if pa.types.is_struct(kind):
+        return all(_finite_leaves(array.field(i)) for i in range(kind.num_fields))  # type: ignore[attr-defined]  # StructArray
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _finite_leaves(array.flatten())  # type: ignore[attr-defined]  # ListArray
+    return True
 
 
 def _json_text(value: Any) -> str | None:

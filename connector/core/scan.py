@@ -49,7 +49,7 @@ from .arrow import FLOAT, STEP_COLUMN, SchemaPlan
 from .columns import last_step, select_columns
 from .source import HistorySource, Page, Window
 from .values import NONFINITE
-from .windows import plan_windows, window_samples
+from .windows import coalesce_below, plan_windows, window_samples
 
 if TYPE_CHECKING:
     import pandas
@@ -171,13 +171,14 @@ class HistoryScan:
         stop = last + 1 if self.max_step is None else min(self.max_step, last + 1)
         start = max(self.min_step or 0, 0)
         self._state["whole_run"] = start == 0 and stop == last + 1
-        return plan_windows(
+        windows = plan_windows(
             start,
             stop,
             page_size=self.page_size,
             line_count=self.source.line_count(),
             probe=self._probe,
         )
+        return coalesce_below(windows, self.source.exported_until(), self.page_size)
 
     def _probe(self, window: Window, samples: int) -> list[int]:
         """The source's step probe; a refused request (HTTP 400: a cap on samples) is asked again

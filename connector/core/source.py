@@ -95,6 +95,11 @@ class HistorySource(Protocol):
         """How many history rows the run holds (a planning hint; may be stale)."""
         ...
 
+    def exported_until(self) -> int | None:
+        """Steps below this are read from columnar files (the service's exports), where no server
+        sampling applies and windows may be of any width; None when nothing is."""
+        ...
+
     def fetch_rows(self, window: Window, samples: int) -> Page:
         """Full rows in the window (at most `samples`)."""
         ...

@@ -33,6 +33,9 @@ from .source import Window
 MAX_SAMPLES = 10_000  # samples per request: the official SDK never asks more
 PROBE_SAMPLES = MAX_SAMPLES
 MAX_DENSE_WINDOWS = 10_000  # more fixed windows than this (a huge step span): probe instead
+#: Rows per page read from columnar files (exports): no server sampling applies there, and larger
+#: pages amortise the per-page Arrow work; bounded so memory stays a few pages of rows.
+FILE_PAGE_ROWS = 50_000
 
 
 def window_samples(window: Window, page_size: int) -> int:
@@ -74,3 +77,24 @@ def plan_windows(
     bounds = [start] + [steps[i] for i in range(per_window, len(steps), per_window)] + [stop]
     bounds = sorted(set(bounds))
     return [Window(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+
+
+def coalesce_below(windows: list[Window], boundary: int | None, page_size: int) -> list[Window]:
+    """`windows` with those entirely below `boundary` (steps read from columnar files, where the
+    server never samples) merged into runs of about `FILE_PAGE_ROWS` rows; the rest unchanged.
+
+    >>> ws = [Window(lo, lo + 1000) for lo in range(0, 120_000, 1000)]
+    >>> [(w.lo, w.hi) for w in coalesce_below(ws, 101_500, 1000)][:5]
+    [(0, 50000), (50000, 100000), (100000, 101000), (101000, 102000), (102000, 103000)]
+    >>> coalesce_below(ws, None, 1000) == ws
+    True
+    """
+    if boundary is None or not windows:
+        return windows
+    per_merge = max(1, FILE_PAGE_ROWS // max(page_size, 1))
+    below = [w for w in windows if w.hi <= boundary]
+    merged = [
+        Window(group[0].lo, group[-1].hi)
+        for group in (below[i : i + per_merge] for i in range(0, len(below), per_merge))
+    ]
+    return merged + windows[len(below) :]

@@ -67,7 +67,9 @@ def export_files(
     files = []
     for index, start in enumerate(range(0, len(rows), rows_per_file)):
         part = rows[start : start + rows_per_file]
-        table = file_table(part, nested=index % 2 == 0)
+        # a flat layout cannot hold a literal dotted key beside the same nested path: nested then
+        nested = index % 2 == 0 or any(flatten_row(row)[1] for row in part)
+        table = file_table(part, nested=nested)
         sink = io.BytesIO()
         pq.write_table(table, sink, row_group_size=row_group_rows, compression="zstd")
         steps = table.column("_step")

@@ -58,6 +58,9 @@ class LocalSource:
     def fetch_rows(self, window: Window, samples: int) -> Page:
         return Page([self.run.row(i) for i in self._indices(window)], shared=True)
 
+    def exported_until(self) -> int | None:
+        return None
+
     def fetch_keyed(self, window: Window, keys: Sequence[str], samples: int) -> Page:
         wanted = list(dict.fromkeys(["_step", *keys]))
         rows = []

@@ -36,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ..core.arrow import flatten_structs, logged_value
-from ..core.values import unflatten_row
+from ..core.arrow import dumps_json, flatten_structs, logged_value
+from ..core.values import flatten_row, unflatten_row
 from ..errors import CommError, ProtocolError
 
 READAHEAD = 1 << 20
@@ -89,14 +90,25 @@ def parse_exports(value: Any) -> Exports:
 
 
 def logged_row(record: dict[str, Any]) -> dict[str, Any]:
-    """A row read from a file, as it was logged: nulls left out, dotted names nested again."""
+    """A row read from a file, as it was logged: nulls left out, dotted names nested again, except
+    a literal dotted key that sits beside the same path inside a nested dict (both were logged).
+
+    >>> logged_row({"_step": 1, "a.b": 1.0, "a": {"b": 2.0}, "c.d": None, "t.x": 3})
+    {'_step': 1, 'a': {'b': 2.0}, 't': {'x': 3}, 'a.b': 1.0}
+    """
     row: dict[str, Any] = {}
     for key, value in record.items():
         if value is None:
             continue
         row[key] = logged_value(value)
-    if any("." in key for key in row):
-        row = unflatten_row(row)
+    dotted = [key for key in row if "." in key]
+    if not dotted:
+        return row
+    nested = {k: v for k, v in row.items() if v.__class__ is dict and "." not in k}
+    paths = flatten_row(nested)[0].keys() if nested else ()
+    literal = {key: row.pop(key) for key in dotted if key in paths}
+    row = unflatten_row(row)
+    row.update(literal)
     return row
 
 
@@ -366,8 +378,8 @@ class ExportReader:
         parts = [flatten_structs(p) for p in parts if p.num_rows]
         if not parts:
             return None
-        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-        return table.sort_by("_step")
+        table = pa.concat_tables(_unified(parts), promote_options="permissive") if len(parts) > 1 else parts[0]
+        return table if _ascending(table.column("_step")) else table.sort_by("_step")
 
     def _read(self, index: int, lo: int, hi: int, keys: Sequence[str] | None) -> list[pa.Table]:
         file = self._open(index)
@@ -386,9 +398,7 @@ class ExportReader:
                 if low is not None and high is not None and (high < lo or low >= hi):
                     continue
             table = self._row_group(file, index, group, columns)
-            steps = table.column("_step")
-            mask = pc.and_(pc.greater_equal(steps, pa.scalar(lo, pa.int64())), pc.less(steps, pa.scalar(hi, pa.int64())))
-            out.append(table.filter(mask))
+            out.append(_step_slice(table, lo, hi))
         return out
 
     def _row_group(self, file: pq.ParquetFile, index: int, group: int, columns: list[str] | None) -> pa.Table:
@@ -417,6 +427,63 @@ class ExportReader:
         if table is None:
             return []
         return [logged_row(record) for record in table.to_pylist()]
+
+
+def _unified(parts: list[pa.Table]) -> list[pa.Table]:
+    """`parts` (read from different files) with each column of one type everywhere: a column whose
+    type differs between parts (a key logged as text in one file and numbers in another, media of
+    two kinds) becomes binary JSON text of its logged values in every part, as exporters write mixed
+    columns; numbers are never promoted (an int stays an int).
+
+    >>> a, b = pa.table({"_step": [0], "m": ["x"]}), pa.table({"_step": [1], "m": [2.0]})
+    >>> [p.column("m").to_pylist() for p in _unified([a, b])]
+    [[b'"x"'], [b'2.0']]
+    """
+    types: dict[str, set[pa.DataType]] = {}
+    for part in parts:
+        for field in part.schema:
+            if not pa.types.is_null(field.type):
+                types.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, seen in types.items() if len(seen) > 1}
+    if not mixed:
+        return parts
+    out = []
+    for part in parts:
+        for name in mixed & set(part.column_names):
+            index = part.column_names.index(name)
+            texts = [None if v is None else dumps_json(logged_value(v)).encode() for v in part.column(index).to_pylist()]
+            part = part.set_column(index, name, pa.array(texts, pa.binary()))
+        out.append(part)
+    return out
+
+
+def _ascending(steps: pa.ChunkedArray[Any]) -> bool:
+    """Whether a ``_step`` column is strictly ascending without nulls (the exporter's usual order).
+
+    >>> _ascending(pa.chunked_array([[1, 2], [5]])), _ascending(pa.chunked_array([[1, 3, 2]]))
+    (True, False)
+    """
+    if steps.null_count:
+        return False
+    values = steps.to_numpy()
+    return bool((values[1:] > values[:-1]).all())
+
+
+def _step_slice(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    """The rows of `table` with ``lo <= _step < hi``: a zero-copy slice when the steps ascend
+    (found by binary search), a filter otherwise.
+
+    >>> t = pa.table({"_step": [0, 2, 4, 6]})
+    >>> _step_slice(t, 1, 5)["_step"].to_pylist(), _step_slice(t.take([3, 0, 2]), 1, 7)["_step"].to_pylist()
+    ([2, 4], [6, 4])
+    """
+    steps = table.column("_step")
+    if _ascending(steps):
+        values = steps.to_numpy()
+        start, stop = (int(i) for i in np.searchsorted(values, [lo, hi]))
+        return table.slice(start, stop - start)
+    mask = pc.and_(pc.greater_equal(steps, pa.scalar(lo, pa.int64())), pc.less(steps, pa.scalar(hi, pa.int64())))
+    return table.filter(mask)
 
 
 def _columns_for(names: Sequence[str], keys: Sequence[str]) -> list[str]:

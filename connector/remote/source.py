@@ -453,7 +453,11 @@ class ApiSource:
                         cache=self.cache,
                         whole_files=whole_files,
                     )
-            return self._reader if isinstance(self._reader, ExportReader) else None
+            if not isinstance(self._reader, ExportReader):
+                return None
+            if whole_files:  # files not opened yet are downloaded whole from now on
+                self._reader.whole_files = True
+            return self._reader
 
     def _exported(
         self,
@@ -494,6 +498,13 @@ class ApiSource:
 
     def line_count(self) -> int | None:
         return self._line_count
+
+    @_answer_errors
+    def exported_until(self) -> int | None:
+        reader = self._exports(False)
+        if reader is None:
+            return None
+        return reader.first_live if reader.first_live is not None else INT64_MAX
 
     @_answer_errors
     def fetch_rows(self, window: Window, samples: int) -> Page:
