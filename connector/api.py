@@ -30,6 +30,7 @@ from .core.scan import DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, HistoryScan
 from .core.source import HistorySource
 from .core.values import check_row
 from .errors import ConfigurationError, NotFoundError, ProtocolError, RowError
+from .remote.files_artifacts import File, Files, RunArtifacts
 from .remote.queries import LISTING_OMITS, OPERATION_NAMES, document
 from .remote.source import ApiSource, check_run_attrs
 from .remote.transport import RetryPolicy, Transport
@@ -606,6 +607,40 @@ class Run:
         """``wandb-metadata.json`` in the SDK; the connector reads no run files, so always None (the
         SDK's answer when the file cannot be read)."""
         return None
+
+    # -- files and artifacts (read-only listings, `connector.remote.files_artifacts`) ---------------
+
+    def _listing_api(self, what: str) -> Api:
+        if self._api is None:
+            raise ConfigurationError(
+                f"run {self.ref.path} was read from a local file: its {what} are listed only by a W&B server"
+            )
+        return self._api
+
+    def files(self, names: list[str] | None = None, pattern: str | None = None, per_page: int = 50) -> Files:
+        """The run's files (the SDK's `Run.files`): a paginated, indexable, sized listing of `File`
+        objects (``name``, ``size``, ``mimetype``, ``md5``, ``updated_at``, ``url``...); `names`
+        selects files by name, `pattern` by a MySQL ``LIKE`` pattern (``"%.json"``). Nothing is
+        downloaded."""
+        api = self._listing_api("files")
+        return Files(api.transport, self.ref, names, per_page, pattern, run=self)
+
+    def file(self, name: str) -> File:
+        """The run's file `name` (IndexError when it has none by that name), as the SDK's `Run.file`."""
+        return self.files([name])[0]
+
+    def logged_artifacts(self, per_page: int = 100) -> RunArtifacts:
+        """The artifacts the run logged (its outputs): a paginated, sized listing of read-only
+        `Artifact` objects (``name``, ``type``, ``version``, ``aliases``, ``digest``, ``size``...)."""
+        api = self._listing_api("artifacts")
+        return RunArtifacts(api.transport, self.ref, "logged", per_page,
+                            app_url=app_url(api.settings.base_url), run=self)  # fmt: skip
+
+    def used_artifacts(self, per_page: int = 100) -> RunArtifacts:
+        """The artifacts the run declared as inputs (``run.use_artifact``), as `logged_artifacts`."""
+        api = self._listing_api("artifacts")
+        return RunArtifacts(api.transport, self.ref, "used", per_page,
+                            app_url=app_url(api.settings.base_url), run=self)  # fmt: skip
 
     def load(self, force: bool = False) -> dict[str, Any]:
         """The run's attributes (fetched again from the server with `force`), as the SDK's `load`:

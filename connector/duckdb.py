@@ -1,4 +1,5 @@
-"""DuckDB table functions: `register(con)` adds `wandb_history`, `wandb_runs` and friends.
+"""DuckDB table functions: `register(con)` adds `wandb_history`, `wandb_runs`, `wandb_files`,
+`wandb_artifacts` and friends.
 
 The public import path of `connector.engines.duckdb`, where the documentation lives.
 """

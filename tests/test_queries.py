@@ -40,6 +40,18 @@ CAPTURED = {
     "runs": ("Runs", {"project": "String!", "entity": "String!", "cursor": "String",
                       "perPage": "Int", "order": "String", "filters": "JSONString"},
              ["project", "runs"], ("pageInfo", set())),
+    "run_files": ("RunFiles", {"project": "String!", "entity": "String!", "name": "String!",
+                               "fileCursor": "String", "fileLimit": "Int", "fileNames": "[String]",
+                               "upload": "Boolean", "pattern": "String"},
+                  ["project", "run"], ("files", {"names", "after", "first", "pattern"})),
+    "run_output_artifacts": ("RunOutputArtifacts", {"entity": "String!", "project": "String!",
+                                                    "run": "String!", "cursor": "String",
+                                                    "perPage": "Int", "includeAliases": "Boolean"},
+                             ["project", "run"], ("outputArtifacts", {"after", "first"})),
+    "run_input_artifacts": ("RunInputArtifacts", {"entity": "String!", "project": "String!",
+                                                  "run": "String!", "cursor": "String",
+                                                  "perPage": "Int", "includeAliases": "Boolean"},
+                            ["project", "run"], ("inputArtifacts", {"after", "first"})),
 }
 
 

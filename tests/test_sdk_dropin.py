@@ -60,6 +60,9 @@ def probe(Api, base, key, project):
         got["keys_none"] = list(run.scan_history(min_step=0, max_step=40))
         got["window_steps"] = [row["_step"] for row in run.scan_history(max_step=50)]
         got["scan_max_step"] = run.scan_history(max_step=50).max_step
+        got["files"] = [[f.name, f.size, f.md5] for f in run.files()] + [len(run.files())]
+        got["logged_artifacts"] = [[a.name, a.type, a.aliases] for a in run.logged_artifacts()]
+        got["used_artifacts"] = [[a.name, a.version, a.digest] for a in run.used_artifacts()]
         out["by_run"][run_id] = got
     try:
         api.run(f"{project}/no-such-run")
@@ -118,7 +121,7 @@ RUN_NAMES = [
     "rawconfig", "summary_metrics", "system_metrics", "notes", "group", "job_type", "sweep_name",
     "read_only", "json_config", "historyLineCount", "lastHistoryStep", "storage_id", "created_at",
     "heartbeat_at", "metadata", "username", "user", "load", "next", "next2", "next_then_next",
-    "keys_empty", "keys_none", "window_steps",
+    "keys_empty", "keys_none", "window_steps", "files", "logged_artifacts", "used_artifacts",
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -102,8 +103,10 @@ class GraphQLApp:
         answer_cache_bytes: int = 256 << 20,
         service: ServiceModel | None = None,
         exports: ExportShelf | None = None,
+        base_url: Callable[[], str] | None = None,
     ) -> None:
         self.store = store
+        self._base_url = base_url
         self.service = service or ServiceModel()
         self.exports = exports
         self.schema = load_schema()
@@ -191,7 +194,8 @@ class GraphQLApp:
         doc, errors = self.document(req["query"])
         if errors or doc is None:
             return 400, _errors_body(errors or ["could not parse the query"]), counted, False
-        ctx = Context(self.store, self._viewer_entity(), counted, self.service, self.exports)
+        ctx = Context(self.store, self._viewer_entity(), counted, self.service, self.exports,
+                      self._base_url() if self._base_url is not None else "")  # fmt: skip
         result = execute_sync(
             self.schema,
             doc,

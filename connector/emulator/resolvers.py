@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +38,15 @@ from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFra
 
 from ..core.filters import FilterError, matches, sort_runs
 from ..core.values import strict_json_value
+from . import run_files
 from .exports import ExportShelf
 from .service import ServiceModel
 from .store import ServedRun, Store, encode_row
 
-HEAVY_RUN_FIELDS = ("history", "events", "sampledHistory", "parquetHistory", "historyKeys")
+HEAVY_RUN_FIELDS = (
+    "history", "events", "sampledHistory", "parquetHistory", "historyKeys",
+    "files", "fileCount", "outputArtifacts", "inputArtifacts",
+)  # fmt: skip
 
 
 class SpecError(ValueError):
@@ -81,6 +86,8 @@ class Context:
     counted: Counted = field(default_factory=Counted)
     service: ServiceModel = field(default_factory=ServiceModel.friendly)
     exports: ExportShelf | None = None
+    base_url: str = ""
+    """The emulator's address (file URLs point there)."""
 
 
 def b64(text: str) -> str:
@@ -278,6 +285,89 @@ class RunObj:
         return ctx.exports.answer(self._r, boundary, ctx.service.rows_per_file)
 
 
+    # files and artifacts (connector.emulator.run_files) ------------------------------------------
+    def fileCount(self, info: GraphQLResolveInfo) -> int:  # noqa: N802
+        info.context.counted.add("fileCount")
+        return len(run_files.run_files(self._m, len(self._r.steps())))
+
+    def files(
+        self,
+        info: GraphQLResolveInfo,
+        names: list[str | None] | None = None,
+        after: str | None = None,
+        first: int | None = None,
+        pattern: str | None = None,
+    ) -> dict[str, Any]:
+        ctx: Context = info.context
+        chosen = run_files.run_files(self._m, len(self._r.steps()))
+        if names:
+            chosen = [f for f in chosen if f.name in names]
+        elif pattern is not None:
+            chosen = [f for f in chosen if run_files.like(pattern, f.name)]
+        got, start = run_files.page(chosen, lambda f: f.name, after, first)
+        ctx.counted.add("files", rows=len(got))
+        m = self._m
+        edges = []
+        for f in got:
+            where = "/".join(urllib.parse.quote(p, safe="") for p in (m.entity, m.project, m.run_id, f.name))
+            node = {
+                "id": b64(f"File:{m.entity}/{m.project}/{m.run_id}/{f.name}"),
+                "name": f.name,
+                "url": f"{ctx.base_url}/files/{where}",
+                "directUrl": f"{ctx.base_url}/storage/{where}",
+                "sizeBytes": f.size,
+                "mimetype": f.mimetype,
+                "updatedAt": f.updated_at,
+                "md5": f.md5,
+            }
+            edges.append({"node": node, "cursor": run_files.cursor(f.name)})
+        return _connection(edges, start=start, more=start + len(got) < len(chosen), total=None)
+
+    def outputArtifacts(  # noqa: N802
+        self, info: GraphQLResolveInfo, after: str | None = None, first: int | None = None
+    ) -> dict[str, Any]:
+        return self._artifacts(info, "outputArtifacts", run_files.logged_artifacts(self._m, self._r.steps()), after, first)
+
+    def inputArtifacts(  # noqa: N802
+        self, info: GraphQLResolveInfo, after: str | None = None, first: int | None = None
+    ) -> dict[str, Any]:
+        return self._artifacts(info, "inputArtifacts", run_files.used_artifacts(self._m), after, first)
+
+    def _artifacts(
+        self,
+        info: GraphQLResolveInfo,
+        name: str,
+        arts: list[run_files.SyntheticArtifact],
+        after: str | None,
+        first: int | None,
+    ) -> dict[str, Any]:
+        ctx: Context = info.context
+        got, start = run_files.page(arts, lambda a: a.id, after, first)
+        ctx.counted.add(name, rows=len(got))
+        edges = []
+        for art in got:
+            number = ctx.store.projects.get((art.entity, art.project), self._pn)
+            project = ProjectObj(ctx.store, art.entity, art.project, number)
+            edges.append({"node": run_files.artifact_node(art, project), "cursor": run_files.cursor(art.id)})
+        return _connection(edges, start=start, more=start + len(got) < len(arts), total=len(arts))
+
+
+def _connection(edges: list[dict[str, Any]], *, start: int, more: bool, total: int | None) -> dict[str, Any]:
+    """A relay connection: `edges`, their `pageInfo` and, when given, `totalCount`."""
+    out: dict[str, Any] = {
+        "edges": edges,
+        "pageInfo": {
+            "startCursor": edges[0]["cursor"] if edges else None,
+            "endCursor": edges[-1]["cursor"] if edges else None,
+            "hasNextPage": more,
+            "hasPreviousPage": start > 0,
+        },
+    }
+    if total is not None:
+        out["totalCount"] = total
+    return out
+
+
 def _parse_spec(raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
@@ -318,6 +408,9 @@ class ProjectObj:
 
     def internalId(self, info: GraphQLResolveInfo) -> str:  # noqa: N802
         return str(self._n)
+
+    def entity(self, info: GraphQLResolveInfo) -> dict[str, str]:
+        return {"name": self._e}
 
     def _filtered(self, filters: Any) -> list[ServedRun]:
         flt: Any = filters

@@ -59,6 +59,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +72,7 @@ from .exports import ExportShelf
 from .faults import FaultPlan, FaultSpec
 from .graphql_app import GraphQLApp
 from .resolvers import Counted
+from .run_files import run_files
 from .service import ServiceModel
 from .storage import StorageHost
 from .store import Store
@@ -186,8 +188,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, emu.counters())
         elif path == "/_emulator/runs":
             self._json(200, {"runs": list(emu.store.runs)})
+        elif path.startswith(("/files/", "/storage/")):
+            self._run_file(path)
         else:
             self._error(404, f"no such endpoint: GET {path}")
+
+    def _run_file(self, path: str) -> None:
+        """``GET /files/<entity>/<project>/<run_id>/<name>`` (and ``/storage/...``): a run's file."""
+        parts = [urllib.parse.unquote(p) for p in path.split("/")[2:]]
+        served = self.server.emulator.store.get(*parts[:3]) if len(parts) == 4 else None
+        found = [] if served is None else [
+            f for f in run_files(served.meta, len(served.steps())) if f.name == parts[3]
+        ]  # fmt: skip
+        if not found:
+            self._error(404, f"no such file: {path}")
+            return
+        self._send(200, found[0].content, content_type=found[0].mimetype)
 
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
@@ -321,6 +337,7 @@ class Emulator:
             answer_cache_bytes=answer_cache_bytes,
             service=self.service,
             exports=ExportShelf(self.storage),
+            base_url=lambda: self.base_url,
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

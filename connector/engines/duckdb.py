@@ -14,11 +14,22 @@ SQL surface after ``register(con)``::
                                 [, samples := 500] [, filters := '{"state": "finished"}'])
     SELECT * FROM wandb_runs('entity/project' | 'entity/project/run_id' | './wandb'
                              [, filters := '{"state": "finished"}'])
+    SELECT * FROM wandb_files('entity/project/run_id' | 'entity/project' [, filters := '{...}'])
+    SELECT * FROM wandb_artifacts('entity/project/run_id' | 'entity/project'
+                                  [, direction := 'logged' | 'used' | 'both'] [, filters := '{...}'])
 
 A path with two parts (``entity/project``, or a project URL) is a project, three parts (or
 ``entity/project/runs/id``, a run URL) a run; a local path (`connector.resolve.is_local_path`) is read
 from disk with no server. ``filters`` are MongoDB-style run filters (JSON text) for a project or a
 local folder (applied to local runs in Python, with the emulator's rules).
+
+**Files and artifacts.** `wandb_files` has one row per file of each run (`FILES_SCHEMA` of
+`connector.engines.polars`: ``size`` BIGINT, ``updated_at`` TIMESTAMP; nothing is downloaded),
+`wandb_artifacts` one row per artifact each run logged or used (`ARTIFACTS_SCHEMA`: ``direction``,
+``aliases``/``tags`` VARCHAR[], ``metadata`` JSON, TIMESTAMPs), the values of `Run.files` and
+`Run.logged_artifacts` / `Run.used_artifacts`. ``direction :=`` is pushed into the source (only that
+side is fetched; NULL or ``'both'`` both), as are ``run_id`` filters over a project. Local runs have
+no server to list them: a local path raises an error.
 
 **Temporary objects.** The macros are ``TEMPORARY`` and the backing views are registered Python
 objects: nothing lands in a database file, so a file-backed connection reopened later by plain
@@ -106,7 +117,6 @@ import datetime as _dt
 import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -115,16 +125,23 @@ from ..api import LazyApi, default_api
 from ..core import long as long_layout
 from ..core.arrow import EXTRA_COLUMN, STEP_COLUMN, SchemaPlan
 from ..core.columns import check_keys
-from ..core.runpath import is_local_path
 from ..core.values import history_keys_from_rows
 from ..errors import ConfigurationError
 from ..resolve import open_local, resolve_run
 from ..runs_table import RUN_DETAILS_SCHEMA, app_url_of, run_details_to_arrow
 from ..sqlfiles import sql_text
 from .polars import (
+    ARTIFACTS_SCHEMA,
+    DIRECTIONS,
+    FILES_SCHEMA,
     RunReader,
     arrow_frame,
+    artifacts_frame,
+    files_frame,
     finish_frames,
+    listing_runs,
+    local_matches,
+    path_kind,
     polars_schema,
     scan_histories,
     scan_history,
@@ -138,6 +155,8 @@ if TYPE_CHECKING:
 
 HISTORY_VIEW = "wandb_history"  # the backing views carry the macros' names (errors name them)
 RUNS_VIEW = "wandb_runs"
+FILES_VIEW = "wandb_files"
+ARTIFACTS_VIEW = "wandb_artifacts"
 STEP_KEY = "_step"
 TIME_COLUMN = "_time"  # _timestamp as a TIMESTAMP in wide views
 TIMESTAMP_COLUMN = "_timestamp"
@@ -170,32 +189,6 @@ _NEEDS_PROJECT = (
     "wandb_runs needs a constant project path: SELECT * FROM wandb_runs('entity/project') "
     "(or a run path, or a local ./wandb folder)"
 )
-_PROJECT_URL_TAILS = ("runs", "table", "workspace", "overview")
-
-
-def path_kind(path: str) -> str:
-    """``"local"``, ``"project"`` or ``"run"``: how `wandb_history` / `wandb_runs` read `path`.
-
-    Two parts (``entity/project``, a project URL) name a project, anything else a run (parsed by
-    `connector.core.runpath.RunRef`); a path on disk (`connector.resolve.is_local_path`) is local.
-
-    >>> path_kind("acme/vision"), path_kind("acme/vision/abc123"), path_kind("./wandb")
-    ('project', 'run', 'local')
-    >>> path_kind("https://wandb.ai/acme/vision/runs"), path_kind("https://wandb.ai/acme/vision/runs/x")
-    ('project', 'run')
-    """
-    if is_local_path(path):
-        return "local"
-    text = path.strip()
-    url = "://" in text
-    if url:
-        text = urlparse(text).path
-    parts = [p for p in text.strip("/").split("/") if p]
-    if len(parts) == 2 and ":" not in text:
-        return "project"
-    if url and len(parts) == 3 and parts[2] in _PROJECT_URL_TAILS:
-        return "project"
-    return "run"
 
 
 def _parse_filters(text: Any, where: str) -> dict[str, Any]:
@@ -207,26 +200,6 @@ def _parse_filters(text: Any, where: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ConfigurationError(f"{where} filters must be a JSON object, got {text!r}")
     return parsed
-
-
-def _local_matches(run: Run, filters: dict[str, Any]) -> bool:
-    """`filters` applied to a local run with the emulator's MongoDB-style rules."""
-    if not filters:
-        return True
-    from ..core.filters import FilterError, matches
-    from ..core.rundata import RunMeta
-
-    attrs = run.attrs
-    meta = RunMeta(
-        run.entity, run.project, run.id, display_name=run.name, state=run.state or "finished",
-        config=dict(run.config), summary=dict(run.summary), tags=run.tags,
-        created_at=run.created_at or "", heartbeat_at=run.heartbeat_at,
-        group=attrs.get("group"), job_type=attrs.get("jobType"), notes=attrs.get("notes"),
-    )  # fmt: skip
-    try:
-        return matches(meta, filters)
-    except FilterError as exc:
-        raise ConfigurationError(str(exc)) from exc
 
 
 def list_path_runs(
@@ -243,7 +216,7 @@ def list_path_runs(
         raise ConfigurationError(f"{where} needs a run or project path as text, got {path!r}")
     kind = path_kind(path)
     if kind == "local":
-        return [run for run in open_local(path) if _local_matches(run, filters or {})]
+        return [run for run in open_local(path) if local_matches(run, filters or {})]
     if kind == "project":
         return list(default_api(api).runs(path, filters=filters or None, lazy=False))
     if filters:
@@ -415,6 +388,80 @@ class _RunsSource:
         )
 
 
+# -- wandb_files / wandb_artifacts ------------------------------------------------------------------
+
+
+class _ListingSource:
+    """The Python side of the ``wandb_files`` and ``wandb_artifacts`` views: the files (or the
+    artifacts, per pushed ``_direction``) of the runs a constant path names."""
+
+    def __init__(self, api: LazyApi, what: str) -> None:
+        self.api = api
+        self.what = what  # "wandb_files" or "wandb_artifacts"
+
+    def __call__(
+        self,
+        with_columns: list[str] | None,
+        predicate: pl.Expr | None,
+        n_rows: int | None,
+        batch_size: int | None,
+    ) -> Iterator[pl.DataFrame]:
+        push = analyze(predicate, value_columns=("_path", "_filters", "_asked", "entity", "project", "run_id"))
+        paths = push.values.get("_path")
+        if not paths or None in paths:
+            raise ConfigurationError(
+                f"{self.what} needs a constant run or project path: {self.what}('entity/project/run_id') "
+                f"or {self.what}('entity/project'); {_CONSTANT_PATH}"
+            )
+        asked: list[str] = [""]
+        if self.what == ARTIFACTS_VIEW:
+            asked = sorted(str(a) for a in push.values.get("_asked") or {"both"})
+            bad = [a for a in asked if a not in (*DIRECTIONS, "both")]
+            if bad:
+                raise ConfigurationError(
+                    f"wandb_artifacts: direction must be 'logged', 'used' or 'both', got {bad[0]!r}"
+                )
+        texts = sorted(t for t in (push.values.get("_filters") or {NO_FILTERS}) if t is not None)
+        frames = (
+            frame
+            for path in sorted(paths)
+            for text in texts
+            for one in asked
+            for frame in self._frames(path, text, one, push)
+        )
+        return finish_frames(frames, push, with_columns, n_rows)
+
+    def _frames(self, path: Any, filters: str, asked: str, push: Pushdown) -> Iterator[pl.DataFrame]:
+        if not isinstance(path, str):
+            raise ConfigurationError(f"{self.what} needs a run or project path as text, got {path!r}")
+        parsed = _parse_filters(filters, self.what)
+        api = None if path_kind(path) == "local" else self.api()
+        directions = DIRECTIONS if asked == "both" else (asked,)
+        for run in listing_runs(path, api=api, filters=parsed, where=self.what):
+            if not all(push.allows(c, v) for c, v in zip(("entity", "project", "run_id"), run.path, strict=True)):
+                continue
+            if not asked:
+                yield files_frame(run).with_columns(
+                    pl.lit(path, pl.String).alias("_path"), pl.lit(filters, pl.String).alias("_filters")
+                )
+                continue
+            for direction in directions:
+                # the view's column is _direction: `direction` is the macro's parameter
+                yield artifacts_frame(run, direction).rename({"direction": "_direction"}).with_columns(
+                    pl.lit(path, pl.String).alias("_path"),
+                    pl.lit(filters, pl.String).alias("_filters"),
+                    pl.lit(asked, pl.String).alias("_asked"),
+                )
+
+
+def _listing_schema(schema: pl.Schema, artifacts: bool) -> pl.Schema:
+    """A listing's backing view: its columns (``direction`` as ``_direction``), ``_path``,
+    ``_filters`` and, for artifacts, ``_asked`` (the direction asked: logged, used or both)."""
+    columns = {("_direction" if name == "direction" else name): kind for name, kind in schema.items()}
+    hidden = {"_path": pl.String(), "_filters": pl.String(), **({"_asked": pl.String()} if artifacts else {})}
+    return pl.Schema({**columns, **hidden})
+
+
 def utc_text(value: Any) -> str | None:
     """An ISO time as naive UTC text (what ``CAST(... AS TIMESTAMP)`` reads exactly), else None.
 
@@ -454,7 +501,8 @@ def _runs_schema() -> pl.Schema:
 
 
 def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.DuckDBPyConnection:
-    """Register the backing views and create the `wandb_history` / `wandb_runs` table macros.
+    """Register the backing views and create the `wandb_history`, `wandb_runs`, `wandb_files` and
+    `wandb_artifacts` table macros.
 
     `api=None` means ``Api()`` from the environment, created at the first query (so registering
     needs no server). Returns `con`. Everything is temporary: the macros live in DuckDB's ``temp``
@@ -464,7 +512,7 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
     >>> con = register(duckdb.connect())
     >>> con.sql("SELECT function_name, database_name FROM duckdb_functions() "
     ...         "WHERE function_name LIKE 'wandb_%' ORDER BY 1").fetchall()
-    [('wandb_history', 'temp'), ('wandb_runs', 'temp')]
+    [('wandb_artifacts', 'temp'), ('wandb_files', 'temp'), ('wandb_history', 'temp'), ('wandb_runs', 'temp')]
     >>> unregister(con); con.close()
     """
     holder = LazyApi(api)
@@ -475,8 +523,18 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
     runs = register_io_source(
         _RunsSource(holder), schema=lambda: runs_schema, explain_name="wandb_runs"
     )
+    files_schema = _listing_schema(FILES_SCHEMA, artifacts=False)
+    files = register_io_source(
+        _ListingSource(holder, FILES_VIEW), schema=lambda: files_schema, explain_name=FILES_VIEW
+    )
+    artifacts_schema = _listing_schema(ARTIFACTS_SCHEMA, artifacts=True)
+    artifacts = register_io_source(
+        _ListingSource(holder, ARTIFACTS_VIEW), schema=lambda: artifacts_schema, explain_name=ARTIFACTS_VIEW
+    )
     con.register(HISTORY_VIEW, history)
     con.register(RUNS_VIEW, runs)
+    con.register(FILES_VIEW, files)
+    con.register(ARTIFACTS_VIEW, artifacts)
     con.execute(sql_text("duckdb_macros"))
     return con
 
@@ -484,7 +542,7 @@ def register(con: duckdb.DuckDBPyConnection, api: Api | None = None) -> duckdb.D
 def unregister(con: duckdb.DuckDBPyConnection, *names: str) -> None:
     """Drop the macros and backing views of `register`, and the views `names` (if present)."""
     con.execute(sql_text("duckdb_macros_drop"))
-    for view in (HISTORY_VIEW, RUNS_VIEW, *names):
+    for view in (HISTORY_VIEW, RUNS_VIEW, FILES_VIEW, ARTIFACTS_VIEW, *names):
         try:
             con.unregister(view)
         except Exception:  # noqa: BLE001 - not registered: nothing to undo

@@ -45,10 +45,12 @@ taken gets the suffix too. Values are never changed: strings holding NUL come th
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
 
 import polars as pl
 import pyarrow as pa
@@ -56,9 +58,10 @@ from polars.io.plugins import register_io_source
 
 from ..core.arrow import EXTRA_COLUMN, STEP_COLUMN, SchemaPlan
 from ..core.columns import RUN_COLUMNS, check_key_list, check_keys, select_columns, union_kinds
+from ..core.runpath import is_local_path
 from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
-from ..resolve import resolve_run
+from ..resolve import open_local, resolve_run
 from .pushdown import POS_INF, Pushdown, analyze
 
 if TYPE_CHECKING:
@@ -331,12 +334,15 @@ def scan_history(
 def list_runs(
     runs: Any, *, api: Api | None = None, filters: dict[str, Any] | None = None
 ) -> list[Run]:
-    """Runs from ``"entity/project"`` (with MongoDB-style `filters`) or from a list of runs.
+    """Runs from ``"entity/project"`` (with MongoDB-style `filters`), from a local folder of offline
+    runs (``"./wandb"``, its runs filtered by `filters` with the emulator's rules) or from a list of runs.
 
     >>> from connector.core.rundata import MemoryRun, RunMeta
     >>> [r.id for r in list_runs([MemoryRun(RunMeta("e", "p", "a")), MemoryRun(RunMeta("e", "p", "b"))])]
     ['a', 'b']
     """
+    if isinstance(runs, str) and is_local_path(runs):
+        return [run for run in open_local(runs) if local_matches(run, filters or {})]
     if isinstance(runs, str):
         from ..api import default_api
 
@@ -392,8 +398,8 @@ def scan_histories(
 ) -> pl.LazyFrame:
     """Many runs' history as one `pl.LazyFrame`: ``entity, project, run_id, _step, ..., _extra``.
 
-    `runs` is ``"entity/project"`` (listed once, now, with MongoDB-style `filters`) or a list of
-    runs in any form `scan_history` accepts. The schema is the union of the runs' columns (a run
+    `runs` is ``"entity/project"`` (listed once, now, with MongoDB-style `filters`), a local folder
+    of offline runs (``"./wandb"``) or a list of runs in any form `scan_history` accepts. The schema is the union of the runs' columns (a run
     without a column has nulls there; a column whose type differs between runs is JSON text).
     Filters on ``entity``, ``project``, ``run_id`` (``==``, ``is_in``) skip runs without fetching them.
     A key named like an identity column is the column ``<key>_1`` (see `column_names`, also for
@@ -459,3 +465,220 @@ def _conform(
         else:
             exprs.append(pl.lit(None, schema[name]).alias(name))
     return frame.select(exprs)
+
+
+def local_matches(run: Run, filters: dict[str, Any]) -> bool:
+    """`filters` (MongoDB-style) applied to a local run with the emulator's rules.
+
+    >>> from connector.core.rundata import MemoryRun, RunMeta
+    >>> run = resolve_run(MemoryRun(RunMeta("e", "p", "r", state="crashed")))
+    >>> local_matches(run, {"state": "finished"}), local_matches(run, {})
+    (False, True)
+    """
+    if not filters:
+        return True
+    from ..core.filters import FilterError, matches
+    from ..core.rundata import RunMeta
+
+    attrs = run.attrs
+    meta = RunMeta(
+        run.entity, run.project, run.id, display_name=run.name, state=run.state or "finished",
+        config=dict(run.config), summary=dict(run.summary), tags=run.tags,
+        created_at=run.created_at or "", heartbeat_at=run.heartbeat_at,
+        group=attrs.get("group"), job_type=attrs.get("jobType"), notes=attrs.get("notes"),
+    )  # fmt: skip
+    try:
+        return matches(meta, filters)
+    except FilterError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+_PROJECT_URL_TAILS = ("runs", "table", "workspace", "overview")
+
+
+def path_kind(path: str) -> str:
+    """``"local"``, ``"project"`` or ``"run"``: how `wandb_history` / `wandb_runs` read `path`.
+
+    Two parts (``entity/project``, a project URL) name a project, anything else a run (parsed by
+    `connector.core.runpath.RunRef`); a path on disk (`connector.resolve.is_local_path`) is local.
+
+    >>> path_kind("acme/vision"), path_kind("acme/vision/abc123"), path_kind("./wandb")
+    ('project', 'run', 'local')
+    >>> path_kind("https://wandb.ai/acme/vision/runs"), path_kind("https://wandb.ai/acme/vision/runs/x")
+    ('project', 'run')
+    """
+    if is_local_path(path):
+        return "local"
+    text = path.strip()
+    url = "://" in text
+    if url:
+        text = urlparse(text).path
+    parts = [p for p in text.strip("/").split("/") if p]
+    if len(parts) == 2 and ":" not in text:
+        return "project"
+    if url and len(parts) == 3 and parts[2] in _PROJECT_URL_TAILS:
+        return "project"
+    return "run"
+
+
+# -- files and artifacts --------------------------------------------------------------------------
+
+#: `scan_files` / ``wandb_files``: one row per file of a run.
+FILES_SCHEMA = pl.Schema(
+    {
+        "entity": pl.String(), "project": pl.String(), "run_id": pl.String(),
+        "name": pl.String(), "size": pl.Int64(), "mimetype": pl.String(), "md5": pl.String(),
+        "updated_at": pl.Datetime("us"), "url": pl.String(), "direct_url": pl.String(), "id": pl.String(),
+    }
+)  # fmt: skip
+#: `scan_artifacts` / ``wandb_artifacts``: one row per artifact a run logged or used.
+ARTIFACTS_SCHEMA = pl.Schema(
+    {
+        "entity": pl.String(), "project": pl.String(), "run_id": pl.String(), "direction": pl.String(),
+        "id": pl.String(), "name": pl.String(), "collection": pl.String(), "type": pl.String(),
+        "version": pl.String(), "aliases": pl.List(pl.String()), "tags": pl.List(pl.String()),
+        "digest": pl.String(), "size": pl.Int64(), "file_count": pl.Int64(), "state": pl.String(),
+        "description": pl.String(), "metadata": pl.String(), "commit_hash": pl.String(),
+        "history_step": pl.Int64(), "created_at": pl.Datetime("us"), "updated_at": pl.Datetime("us"),
+        "artifact_entity": pl.String(), "artifact_project": pl.String(), "url": pl.String(),
+    }
+)  # fmt: skip
+DIRECTIONS = ("logged", "used")
+
+
+def utc_datetime(value: Any) -> Any:
+    """An ISO time (the service's naive UTC, or with an offset) as a naive UTC `datetime`, else None.
+
+    >>> utc_datetime("2024-01-01T02:00:00+02:00"), utc_datetime("soon")
+    (datetime.datetime(2024, 1, 1, 0, 0), None)
+    """
+    import datetime as dt
+
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo is not None else parsed
+
+
+def listing_runs(
+    runs: Any, *, api: Api | None = None, filters: dict[str, Any] | None = None, where: str = "scan_files"
+) -> list[Run]:
+    """The runs whose files or artifacts a listing reads, with no request per run: ``"e/p"`` (listed
+    once, lightly, with `filters`), ``"e/p/run_id"`` or a run URL (not loaded), a `Run`, or a list
+    of those. Local runs have no server to list them: they raise `ConfigurationError`.
+
+    >>> from connector.api import Api
+    >>> [r.id for r in listing_runs(["e/p/a", "e/p/b"], api=Api(api_key="k" * 40, base_url="http://127.0.0.1:9"))]
+    ['a', 'b']
+    """
+    from ..api import Run, default_api
+
+    if isinstance(runs, Run):
+        return [runs]
+    if isinstance(runs, str) and is_local_path(runs) or not isinstance(runs, str | Iterable):
+        if isinstance(runs, str | os.PathLike):
+            raise ConfigurationError(
+                f"{where}: {str(runs)!r} is a local path; files and artifacts are listed only by a W&B server"
+            )
+        raise ConfigurationError(f"{where}: expected a run or project path, a Run or a list of them, got {runs!r}")
+    if isinstance(runs, str):
+        if path_kind(runs) == "project":
+            return list(default_api(api).runs(runs, filters=filters or None, lazy=True))
+        if filters:
+            raise ConfigurationError(f"{where}: filters apply to a project ('entity/project'), not to the run {runs!r}")
+        holder = default_api(api)
+        return [Run(holder, holder.ref(runs), {})]
+    if filters:
+        raise ConfigurationError(f"{where}: filters apply to a project path ('entity/project'), not to a list of runs")
+    return [run for item in runs for run in listing_runs(item, api=api, where=where)]
+
+
+def _check_direction(direction: str | None) -> tuple[str, ...]:
+    if direction in (None, "both"):
+        return DIRECTIONS
+    if direction not in DIRECTIONS:
+        raise ConfigurationError(f"direction must be 'logged', 'used' or 'both', got {direction!r}")
+    return (direction,)
+
+
+def files_frame(run: Run) -> pl.DataFrame:
+    """One run's files as a frame of `FILES_SCHEMA` (every page of `Run.files`)."""
+    from ..remote.files_artifacts import listing_rows
+
+    rows = listing_rows(run.files(), run.ref)
+    for row in rows:
+        row["updated_at"] = utc_datetime(row["updated_at"])
+    return pl.DataFrame(rows, schema=FILES_SCHEMA, orient="row") if rows else FILES_SCHEMA.to_frame()
+
+
+def artifacts_frame(run: Run, direction: str) -> pl.DataFrame:
+    """The artifacts one run logged or used (`direction`) as a frame of `ARTIFACTS_SCHEMA`."""
+    from ..remote.files_artifacts import listing_rows
+
+    listing = run.logged_artifacts() if direction == "logged" else run.used_artifacts()
+    rows = listing_rows(listing, run.ref, direction=direction)
+    for row in rows:
+        row["created_at"] = utc_datetime(row["created_at"])
+        row["updated_at"] = utc_datetime(row["updated_at"])
+    return pl.DataFrame(rows, schema=ARTIFACTS_SCHEMA, orient="row") if rows else ARTIFACTS_SCHEMA.to_frame()
+
+
+def _listing_frame(
+    runs: list[Run], schema: pl.Schema, frame: Any, name: str, directions: tuple[str, ...] = ("",)
+) -> pl.LazyFrame:
+    """A LazyFrame over `runs` whose rows `frame(run, direction)` gives; filters on the run's
+    identity columns (and ``direction``) skip runs (or directions) unfetched."""
+    value_columns = (*RUN_COLUMNS, "direction") if directions != ("",) else RUN_COLUMNS
+
+    def frames(push: Pushdown) -> Iterator[pl.DataFrame]:
+        for run in runs:
+            ids = dict(zip(RUN_COLUMNS, run.path, strict=True))
+            if not all(push.allows(column, value) for column, value in ids.items()):
+                continue
+            for direction in directions:
+                if direction and not push.allows("direction", direction):
+                    continue
+                yield frame(run, direction)
+
+    def source(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        push = analyze(predicate, value_columns=value_columns)
+        return finish_frames(frames(push), push, with_columns, n_rows)
+
+    return register_io_source(source, schema=lambda: schema, explain_name=name, explain_detail=f"{len(runs)} runs")
+
+
+def scan_files(runs: Any, *, api: Api | None = None, filters: dict[str, Any] | None = None) -> pl.LazyFrame:
+    """The files of one run, a project's runs or a list of runs as a `pl.LazyFrame`, one row per
+    file: ``entity, project, run_id, name, size (Int64), mimetype, md5, updated_at (Datetime, UTC),
+    url, direct_url, id`` (`FILES_SCHEMA`), what `Run.files` lists. Nothing is downloaded.
+
+    `runs` is ``"entity/project/run_id"`` or a run URL, ``"entity/project"`` (its runs listed now,
+    with MongoDB-style `filters`), a `Run`, or a list of these (`listing_runs`). Filters on
+    ``entity``, ``project``, ``run_id`` skip runs unfetched.
+    """
+    listed = listing_runs(runs, api=api, filters=filters, where="scan_files")
+    return _listing_frame(listed, FILES_SCHEMA, lambda run, _: files_frame(run), "wandb_files")
+
+
+def scan_artifacts(
+    runs: Any, *, direction: str | None = None, api: Api | None = None, filters: dict[str, Any] | None = None
+) -> pl.LazyFrame:
+    """The artifacts runs logged (``direction="logged"``), used (``"used"``) or both (None, ``"both"``)
+    as a `pl.LazyFrame`, one row per (run, direction, artifact): `ARTIFACTS_SCHEMA`, with
+    ``aliases`` and ``tags`` as lists, ``size``/``file_count``/``history_step`` Int64,
+    ``created_at``/``updated_at`` Datetime (UTC), ``metadata`` JSON text — what `Run.logged_artifacts`
+    and `Run.used_artifacts` list. `runs` as in `scan_files`; a filter on ``direction`` skips the other.
+
+    >>> scan_artifacts([], direction="inputs")
+    Traceback (most recent call last):
+    ...
+    connector.errors.ConfigurationError: direction must be 'logged', 'used' or 'both', got 'inputs'
+    """
+    directions = _check_direction(direction)
+    listed = listing_runs(runs, api=api, filters=filters, where="scan_artifacts")
+    return _listing_frame(listed, ARTIFACTS_SCHEMA, artifacts_frame, "wandb_artifacts", directions)
