@@ -190,7 +190,7 @@ sys.stdout.write(json.dumps(list(api.run(path).scan_history())))
 ODD_ROWS = [
     {"_step": 0, "a.b": 1.0, "a": {"b": 2.0, "c": "x"}, "h": {"_type": "histogram", "values": [1, float("nan")]},
      "l": [1, "a"], "x": {"y": float("inf")}, "t.u": 5},
-    {"_step": 1, "a": {"b": 3.0}, "m": "str", "e": {}, "t.u": 6},
+    {"_step": 1, "a": {"b": 3.0}, "m": "str", "e": {}, "t.u": 2**60 + 1},  # an int past 2**53 in a float column
     {"_step": 2, "a.b": -1.5, "m": 2.0, "x": {"y": 1.0}},
 ]  # fmt: skip
 
@@ -215,4 +215,16 @@ def test_literal_dotted_keys_beside_nested_paths_read_the_same_from_files_and_pa
         for a, b in zip(got_table.to_pylist(), want_table.to_pylist(), strict=True):
             assert same_value(a, b), row_diff(a, b)
         assert got.scan(columns=["a.b", "t.u"]).to_arrow().to_pylist() == want.scan(columns=["a.b", "t.u"]).to_arrow().to_pylist()
+        assert "history" not in fields(files)
+
+
+def test_integers_past_2_53_in_a_number_column_read_as_on_live_pages(api_key: str) -> None:
+    """An int64 file column of a number key becomes the nearest double, as ``float(int)`` does on
+    live pages (a checked cast would refuse it and fail the scan)."""
+    from connector.core.rundata import MemoryRun, RunMeta
+
+    rows = [{"_step": 0, "big": 2**60 + 1}, {"_step": 1, "big": 3}, {"_step": 2, "big": -(2**63)}]
+    with Emulator([MemoryRun(RunMeta("e", "p", "r"), rows=rows)], api_key=api_key) as files:
+        table = api_for(files).run("e/p/r").scan().to_arrow()
+        assert table.column("big").to_pylist() == [float(2**60 + 1), 3.0, float(-(2**63))]
         assert "history" not in fields(files)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -169,11 +170,15 @@ class SchemaPlan:
                 or (kind == STRING and (pa.types.is_string(kind_of_column) or pa.types.is_large_string(kind_of_column) or pa.types.is_null(kind_of_column)))
             )
             if kind == JSON:  # media, lists, mixed types: JSON text of the logged values
+                if pa.types.is_floating(kind_of_column) and _integral_floats(column):
+                    return None  # 1.0 or a widened 1? Only the row's own text knows
                 arrays.append(json_texts(column.combine_chunks()))
                 continue
             if not fits:
                 return None
-            arrays.append(column.cast(_ARROW_TYPES[kind]).combine_chunks())
+            # ints beyond 2**53 round to the nearest double, as float(int) does on the row path
+            widen = kind == FLOAT and pa.types.is_integer(kind_of_column)
+            arrays.append(column.cast(_ARROW_TYPES[kind], safe=not widen).combine_chunks())
         if self.with_extra:
             arrays.append(pa.nulls(table.num_rows, pa.string()))
         if arrays[0].null_count:
@@ -364,6 +369,17 @@ def json_texts(array: pa.Array[Any]) -> pa.Array[Any]:
     texts = encoded.to_arrow().cast(pa.string())
     valid: pa.Array[Any] = pc.if_else(array.is_valid(), texts, pa.nulls(len(array), pa.string()))
     return valid
+
+
+def _integral_floats(column: pa.ChunkedArray[Any]) -> bool:
+    """Whether a float column holds a finite integral value (its JSON text is ambiguous).
+
+    >>> _integral_floats(pa.chunked_array([[0.5, 2.0]])), _integral_floats(pa.chunked_array([[0.5, float("nan")]]))
+    (True, False)
+    """
+    values = column.to_numpy()
+    finite = values[np.isfinite(values)]
+    return bool((finite == np.floor(finite)).any())
 
 
 def _encodable(kind: pa.DataType) -> bool:
