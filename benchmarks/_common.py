@@ -68,6 +68,10 @@ DEFAULT_PACKAGES = (
     "psutil",
     "wandb",
 )
+LIVE_PAGES = ("--parquet-history", "none")
+"""Emulator flags that serve every run's history as live pages: the emulator (like the service)
+otherwise keeps finished runs' history in Parquet files, which the connector reads instead of
+pages. The scan, export and concurrency benchmarks measure live paging, so they pass these."""
 SERVING_LINE = re.compile(r"Serving W&B API emulator at (http://\S+)(?: \(API key: (\S+)\))?")
 
 

@@ -19,6 +19,7 @@ import time
 
 import requests
 from _common import (
+    LIVE_PAGES,
     RESULTS,
     EmulatorProcess,
     command_line,
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = f"bench/p:runs=1,steps={args.steps},keys=20,seed=1"
     table: dict[float, dict[int, float]] = {}
-    with EmulatorProcess([spec], warm=True) as emu:
+    with EmulatorProcess([spec], warm=True, extra_args=LIVE_PAGES) as emu:
         api = Api(api_key=emu.api_key, base_url=emu.url)
         run = api.run(emu.runs()[0])
         for latency in latencies:

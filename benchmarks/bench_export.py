@@ -30,11 +30,15 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _common import (
+    LIVE_PAGES,
     RESULTS,
+    ChildResult,
     EmulatorProcess,
     child_env,
     command_line,
@@ -86,6 +90,45 @@ def spec_count(spec: str, name: str) -> int:
     return int(match.group(1))
 
 
+def connector_export(
+    emu: EmulatorProcess,
+    project: str,
+    dest: str | Path,
+    *,
+    concurrency: int | None = None,
+    run_ids: Sequence[str] = (),
+    timeout: float = 3600,
+) -> tuple[dict[str, Any], ChildResult]:
+    """``wandb-history export PROJECT --to DEST --json`` in a child process against `emu`
+    (only `run_ids` when given; the CLI's default concurrency when `concurrency` is None).
+    Returns its ``--json`` summary and the child (wall time, ``ru_maxrss``)."""
+    cmd = [sys.executable, "-m", "connector.cli", "export", project, "--to", str(dest), "--json"]
+    if concurrency is not None:
+        cmd += ["--concurrency", str(concurrency)]
+    for run_id in run_ids:
+        cmd += ["--run", run_id]
+    env = child_env({"WANDB_API_KEY": emu.api_key, "WANDB_BASE_URL": emu.url})
+    child = run_child(cmd, env=env, timeout=timeout).check()
+    return child.json(), child
+
+
+def sdk_loop(
+    emu: EmulatorProcess,
+    project: str,
+    *,
+    limit: int,
+    threads: int,
+    home: str | Path,
+    timeout: float = 3600,
+) -> tuple[dict[str, Any], ChildResult]:
+    """The official SDK's ``list(run.scan_history())`` over the first `limit` runs of `project` in a
+    pool of `threads` threads, in a child process with its files under `home` (`SDK_SCRIPT`).
+    Returns ``{"rows", "runs", "seconds"}`` (seconds: the loop alone) and the child."""
+    cmd = [sys.executable, "-c", SDK_SCRIPT, emu.url, emu.api_key, project, str(limit), str(threads)]
+    child = run_child(cmd, env=sdk_env(home), timeout=timeout).check()
+    return child.json(), child
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spec", default="bench/p:runs=200,steps=10000,keys=20")
@@ -105,25 +148,17 @@ def main() -> None:
     print(f"starting the emulator ({args.spec}, warming)...", flush=True)
     results: list[Result] = []
     try:
-        with EmulatorProcess([args.spec]) as emu:
+        with EmulatorProcess([args.spec], extra_args=LIVE_PAGES) as emu:
             print(f"emulator ready in {emu.startup_s:.0f}s at {emu.url}", flush=True)
-            env = child_env({"WANDB_API_KEY": emu.api_key, "WANDB_BASE_URL": emu.url})
             for label, dest in (("Parquet", str(work / "dataset")), ("DuckDB", str(work / "h.duckdb"))):
-                cmd = [sys.executable, "-m", "connector.cli", "export", project, "--to", dest, "--json",
-                       "--concurrency", str(args.concurrency)]  # fmt: skip
-                child = run_child(cmd, env=env, timeout=3600).check()
-                summary = child.json()
+                summary, child = connector_export(emu, project, dest, concurrency=args.concurrency)
                 assert summary["rows"] == total_rows, summary
                 results.append(Result(f"wandb-history export -> {label} (concurrency {args.concurrency})",
                                       summary["rows"], child.wall_s, child.maxrss_kb / 1024))  # fmt: skip
                 print(results[-1], flush=True)
-            script = work / "sdk_loop.py"
-            script.write_text(SDK_SCRIPT)
             for threads in [int(t) for t in args.threads.split(",")]:
-                cmd = [sys.executable, str(script), emu.url, emu.api_key, project, str(args.sdk_runs),
-                       str(threads)]  # fmt: skip
-                child = run_child(cmd, env=sdk_env(work / "sdk-home"), timeout=3600).check()
-                got = child.json()
+                got, child = sdk_loop(emu, project, limit=args.sdk_runs, threads=threads,
+                                      home=work / "sdk-home")  # fmt: skip
                 assert got["rows"] == got["runs"] * n_steps, got
                 scale = n_runs / got["runs"]
                 results.append(Result(

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    LIVE_PAGES,
     RESULTS,
     ROOT,
     ChildResult,
@@ -108,14 +109,16 @@ def _child(argv: list[str]) -> int:
     p.add_argument("--path", required=True)
     p.add_argument("--expect", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=0)
+    p.add_argument("--keys", default="", help="comma-separated: scan_history(keys=[...])")
     a = p.parse_args(argv)
+    keys = [k for k in a.keys.split(",") if k] or None
     key = os.environ[KEY_ENV]
     if a.mode == "conn-stream-nopd":
         sys.meta_path.insert(0, _NoPandas())
     if a.mode.startswith("sdk"):
-        out = _child_sdk(a.mode, a.url, key, a.path)
+        out = _child_sdk(a.mode, a.url, key, a.path, keys)
     else:
-        out = _child_connector(a.mode, a.url, key, a.path, a.concurrency)
+        out = _child_connector(a.mode, a.url, key, a.path, a.concurrency, keys)
     out["ok"] = out["rows"] == a.expect and out["last_step"] == a.expect - 1
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
@@ -135,7 +138,9 @@ class _NoPandas:
         return
 
 
-def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int) -> dict[str, Any]:
+def _child_connector(
+    mode: str, url: str, key: str, path: str, concurrency: int, keys: list[str] | None = None
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     from connector.api import Api
     from connector.core.scan import DEFAULT_CONCURRENCY
@@ -152,7 +157,7 @@ def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int)
     _reset_counters(url)
     rss_before = proc_status_kb("self", "VmRSS")
     # historyKeys is fetched by the scan, inside the timed region (as in the SDK)
-    scan = run.scan_history()
+    scan = run.scan_history(keys=keys)
     profile_rows: list[dict[str, Any]] = []
     profile_cum: list[dict[str, Any]] = []
     profile_total = 0.0
@@ -224,7 +229,9 @@ def _child_connector(mode: str, url: str, key: str, path: str, concurrency: int)
     }
 
 
-def _child_sdk(mode: str, url: str, key: str, path: str) -> dict[str, Any]:
+def _child_sdk(
+    mode: str, url: str, key: str, path: str, keys: list[str] | None = None
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     import wandb
 
@@ -243,12 +250,12 @@ def _child_sdk(mode: str, url: str, key: str, path: str) -> dict[str, Any]:
     start = time.perf_counter()
     kept: list[dict[str, Any]] | None = None
     if mode == "sdk-list":
-        kept = list(run.scan_history())
+        kept = list(run.scan_history(keys=keys))
         rows = len(kept)
         last = kept[-1]["_step"] if kept else None
     else:
         rows, last = 0, None
-        for row in run.scan_history():
+        for row in run.scan_history(keys=keys):
             rows += 1
             last = row["_step"]
     op = time.perf_counter() - start
@@ -314,6 +321,7 @@ class Case:
     path: str
     reps: int
     concurrency: int = 0  # 0 = the connector's default
+    keys: tuple[str, ...] = ()  # scan_history(keys=[...]); () = every key
 
 
 @dataclass
@@ -371,6 +379,8 @@ class Bench:
                 "--path", case.path, "--expect", str(case.steps)]  # fmt: skip
         if case.concurrency:
             argv += ["--concurrency", str(case.concurrency)]
+        if case.keys:
+            argv += ["--keys", ",".join(case.keys)]
         extra = {KEY_ENV: self.emu.api_key}
         env = sdk_env(self.sdk_folder, extra) if case.mode.startswith("sdk") else child_env(extra)
         self.emu.reset()
@@ -744,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     default_c = _default_concurrency()
     print(f"starting emulator ({', '.join(specs)}, --warm) ...", flush=True)
     with (
-        EmulatorProcess(specs) as emu,
+        EmulatorProcess(specs, extra_args=LIVE_PAGES) as emu,
         tempfile.TemporaryDirectory(prefix="bench-scan-sdk-") as folder,
     ):
         served = emu.runs()
