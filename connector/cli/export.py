@@ -72,13 +72,17 @@ def _value(value: Any) -> Any:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
-        help="export run history into DuckDB, PostgreSQL or a Parquet dataset (checkpointed)",
+        help="export run history into DuckDB, PostgreSQL, Delta, Iceberg or a Parquet dataset (checkpointed)",
         description="Export run history, incrementally: re-runs fetch only new steps, a crashed or "
         "interrupted export resumes where it stopped. DEST: a .duckdb/.db file, a postgresql:// URL, "
-        "or a folder (Parquet dataset).",
+        "delta://PATH or delta+s3://BUCKET/PATH (Delta), iceberg://PATH or "
+        "iceberg+s3://BUCKET/PATH?catalog=LOCAL_FILE.db (Iceberg; on S3 the SQLite catalog stays in "
+        "that local file), or a local folder (Parquet dataset). S3 settings come from the AWS_* "
+        "environment (AWS_ENDPOINT_URL, AWS_REGION, credentials).",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="entity/project, a run path or URL, or a local .wandb path")
-    p.add_argument("--to", required=True, metavar="DEST", help="a .duckdb/.db file, a postgresql:// URL, or a folder")
+    p.add_argument("--to", required=True, metavar="DEST",
+                   help="a .duckdb/.db file, a postgresql:// URL, delta[+s3]://..., iceberg[+s3]://..., or a local folder")
     p.add_argument("--filter", dest="filters", default=None, metavar="JSON", help="MongoDB-style run filter (JSON)")
     p.add_argument("--run-state", dest="run_states", action="append", default=[], metavar="STATE", help="only runs in this state (repeatable)")
     p.add_argument("--run", dest="run_ids", action="append", default=[], metavar="ID", help="only this run id (repeatable)")
@@ -90,7 +94,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--concurrency", type=int, default=OptionDefault("concurrency"), help="most API requests in flight, across runs and pages (default %(default)s)")
     p.add_argument("--chunk-steps", type=int, default=OptionDefault("chunk_steps"), help="steps per committed chunk (default %(default)s)")
     p.add_argument("--checkpoint", default=OptionDefault("checkpoint"), metavar="PATH", help="keep the checkpoint in this JSON file (default: inside DEST)")
-    p.add_argument("--full-refresh", action="store_true", help="re-export everything and swap it in atomically at the end")
+    p.add_argument("--full-refresh", action="store_true", help="re-export the listed runs and, at the end, replace exactly their rows and checkpoints "
+                   "(atomically: one transaction, or one commit per Delta/Iceberg table)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--running-lag", type=int, default=OptionDefault("running_lag"), metavar="STEPS", help="steps re-read for running runs (default %(default)s)")
     p.add_argument("--page-size", type=int, default=OptionDefault("page_size"), help="rows per API page (default %(default)s)")

@@ -32,15 +32,23 @@ Reading: ``deltalake.DeltaTable("PATH/history").to_pyarrow_table()``, ``polars.r
 Spark, DuckDB's ``delta`` extension. Each chunk adds files: run ``DeltaTable.optimize.compact()``
 from time to time.
 
-Not supported (refused before anything is written): ``--full-refresh``. On S3 there is no
-destination lock: run one export at a time per destination (Delta's own commit protocol still
-protects the table). S3 settings come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
-``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP`` for a local server...), as delta-rs reads them.
+**Full refresh** (`connector.export.sinks.lake`): the runs go to ``PATH/<table>__refresh``; each
+live table is then replaced for exactly those runs by **one** ``write_deltalake(mode="overwrite",
+predicate=<those runs>, schema_mode="merge")`` (the staged rows streamed in; a plain ``DELETE``
+with that predicate when none were staged), carrying the new states; other runs' rows are never
+rewritten away. Staging tables are dropped with their files afterwards.
+
+On S3 there is no destination lock: run one export at a time per destination (Delta's own commit
+protocol still protects the table). S3 settings come from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP`` for a local server...), as delta-rs reads
+them, or from ``storage_options`` (delta-rs keys) when the sink is built from Python.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,7 @@ from .lake import (
     DATA_TABLES,
     LOCK_FILE,
     META_KEY,
+    REFRESH_SUFFIX,
     SNAPSHOT_EVERY,
     STATE_SCHEMA,
     UNSAFE_CHARS,
@@ -91,6 +100,21 @@ def table_uri(root: str, table: str) -> str:
     ('s3://b/wh/history', '/tmp/wh/runs')
     """
     return root.rstrip("/") + "/" + table
+
+
+def runs_predicate(runs: Sequence[tuple[str, str, str]]) -> str:
+    """A SQL predicate matching the rows of exactly `runs` ((entity, project, run_id) triples).
+
+    >>> runs_predicate([("e", "p", "a"), ("e", "p", "b"), ("e", "q", "c")])
+    "(entity = 'e' AND project = 'p' AND run_id IN ('a', 'b')) OR (entity = 'e' AND project = 'q' AND run_id IN ('c'))"
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for entity, project, run_id in runs:
+        groups.setdefault((entity, project), []).append(run_id)
+    return " OR ".join(
+        f"(entity = {sql_literal(e)} AND project = {sql_literal(p)} AND run_id IN ({', '.join(map(sql_literal, ids))}))"
+        for (e, p), ids in sorted(groups.items())
+    )
 
 
 def sql_literal(value: Any) -> str:
@@ -173,9 +197,9 @@ class DeltaSink(LakeSink):
             docs = [c[META_KEY] for c in commits if int(c.get("version", -1)) > since and c.get(META_KEY)]
         return docs, current
 
-    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str) -> None:
+    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str, name: str = STATE_TABLE) -> None:
         self.deltalake.write_deltalake(
-            table_uri(self.root, STATE_TABLE), pa.Table.from_pylist(rows, schema=STATE_SCHEMA),
+            table_uri(self.root, name), pa.Table.from_pylist(rows, schema=STATE_SCHEMA),
             mode="overwrite", schema_mode="overwrite", storage_options=self.storage_options,
             commit_properties=self._commit_properties(doc),
         )  # fmt: skip
@@ -187,10 +211,45 @@ class DeltaSink(LakeSink):
     def _delete(self, table: Any, where: str, doc: str) -> None:
         table.delete(where, commit_properties=self._commit_properties(doc))
 
-    def _write_runs(self, rows: pa.Table) -> None:
-        self._write(RUNS_TABLE, plain(rows), list(RUN_COLUMNS), False, CommitLog.document([]))
-        self._note_version(RUNS_TABLE)
-        self._dirty = True
+    def _write_runs(self, rows: pa.Table, name: str = RUNS_TABLE) -> None:
+        self._write(name, plain(rows), list(RUN_COLUMNS), False, CommitLog.document([]))
+
+    # -- full refresh ----------------------------------------------------------------------------
+    def _swap_table(self, name: str, runs: Sequence[tuple[str, str, str]], doc: str) -> bool:
+        live = self._table(name)
+        staged = self._table(name + REFRESH_SUFFIX)
+        props = self._commit_properties(doc)
+        predicate = runs_predicate(runs)
+        if staged is not None:
+            dataset = staged.to_pyarrow_dataset()
+            if dataset.count_rows() == 0:
+                staged = None
+        if staged is None:
+            if live is None:
+                return False
+            live.delete(predicate, commit_properties=props)  # no commit when no row matches
+            return True
+        reader = dataset.scanner(batch_size=65_536).to_reader()
+        self.deltalake.write_deltalake(
+            table_uri(self.root, name), reader, schema_mode="merge", storage_options=self.storage_options,
+            commit_properties=props,
+            **({"mode": "append"} if live is None else {"mode": "overwrite", "predicate": predicate}),
+        )  # fmt: skip
+        return True
+
+    def _drop(self, name: str) -> None:
+        uri = table_uri(self.root, name)
+        if not is_remote(uri):
+            shutil.rmtree(uri, ignore_errors=True)
+            return
+        import pyarrow.fs as pafs
+        from deltalake.fs import DeltaStorageHandler
+
+        fs = pafs.PyFileSystem(DeltaStorageHandler(self.root, self.storage_options))
+        if fs.get_file_info(name).type != pafs.FileType.NotFound or fs.get_file_info(
+            pafs.FileSelector(name, allow_not_found=True)
+        ):
+            fs.delete_dir(name)
 
     # -- chunks ----------------------------------------------------------------------------------
     def _commit_chunk(self, name: str, data: pa.Table, keys: list[str], append: bool, doc: str, stop: threading.Event | None) -> bool:
@@ -232,7 +291,7 @@ class DeltaSink(LakeSink):
 
 
 __all__ = [
-    "DeltaSink", "CommitLog", "need_deltalake", "safe_names", "sql_literal", "table_uri",
+    "DeltaSink", "CommitLog", "need_deltalake", "runs_predicate", "safe_names", "sql_literal", "table_uri",
     # shared with the Iceberg sink, defined in connector.export.sinks.lake (kept importable from here)
     "DATA_TABLES", "LOCK_FILE", "META_KEY", "SNAPSHOT_EVERY", "STATE_SCHEMA", "UNSAFE_CHARS",
     "merge_keys", "plain", "target_table",

@@ -9,6 +9,10 @@ a path ending in ``.duckdb`` or ``.db``     DuckDB database file (the embedded d
 a folder holding ``history/_delta_log``     the same (an existing Delta destination)
 ``iceberg://PATH[?namespace=NS]``           Iceberg tables in a SQL catalog on SQLite
                                             (``PATH/catalog.db``, warehouse ``PATH``; `pyiceberg`)
+``iceberg+s3://BUCKET/P?catalog=FILE``      the same with the warehouse on S3 and the SQLite
+                                            catalog in the local file ``FILE``
+``s3://...``, ``gs://...`` (bare)           error: a Parquet dataset needs a local folder (its
+                                            lock and renames); use delta+s3:// or iceberg+s3://
 any other ``scheme://...``                  error: other warehouses go through the dlt route
                                             (`connector.export.dlt`) or a Parquet dataset
 a path ending in a file format's extension  error: ``.csv``, ``.parquet``, ``.json``... name
@@ -24,6 +28,8 @@ any other path                              Parquet dataset directory (hive part
 ('delta', '/tmp/wh')
 >>> parse_destination("delta+s3://bucket/wh").target, parse_destination("iceberg://wh").kind
 ('s3://bucket/wh', 'iceberg')
+>>> parse_destination("iceberg+s3://lake/wh?catalog=/var/wh.db").target
+'s3://lake/wh?catalog=/var/wh.db'
 """
 
 from __future__ import annotations
@@ -92,16 +98,14 @@ def parse_destination(to: str | os.PathLike[str]) -> Destination:
             return Destination("postgres", text, redact_url(text))
         if scheme == "delta" or scheme.startswith("delta+"):
             return Destination("delta", _lake_target(text, scheme, "delta"), text)
-        if scheme == "iceberg":
+        if scheme == "iceberg" or scheme.startswith("iceberg+"):
             return Destination("iceberg", _lake_target(text, scheme, "iceberg"), text)
         if scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
-            raise ConfigurationError(
-                f"unsupported destination scheme {scheme!r} in --to: a Parquet dataset is written to a "
-                f"local folder; for object storage use a Delta destination (delta+{scheme}://BUCKET/PATH)"
-            )
+            raise ConfigurationError(object_store_parquet_message(scheme))
         raise ConfigurationError(
             f"unsupported destination scheme {scheme!r} in --to: use a .duckdb/.db file, a "
-            "postgresql:// URL, delta://PATH, iceberg://PATH or a folder for a Parquet dataset; other "
+            "postgresql:// URL, delta://PATH, delta+s3://BUCKET/PATH, iceberg://PATH, "
+            "iceberg+s3://BUCKET/PATH?catalog=FILE or a folder for a Parquet dataset; other "
             "warehouses load through the "
             "dlt route (connector.export.dlt) or from the Parquet dataset"
         )
@@ -118,6 +122,24 @@ def parse_destination(to: str | os.PathLike[str]) -> Destination:
     return Destination("parquet", text, text)
 
 
+def object_store_parquet_message(scheme: str) -> str:
+    """Why a Parquet dataset is not written to an object store, and what to use instead.
+
+    >>> print(object_store_parquet_message("s3"))  # doctest: +ELLIPSIS
+    --to s3://...: a Parquet dataset is only written to a local folder...
+    """
+    store = "s3" if scheme in ("s3", "s3a") else scheme
+    return (
+        f"--to {scheme}://...: a Parquet dataset is only written to a local folder. Its guarantees rest "
+        "on a lock file (one export at a time; without it two exports read-merge-rewrite the same "
+        "chunk file and the state file, and one loses rows the state says are committed) and on "
+        "atomic renames (a --full-refresh swaps whole partitions in); an object store has neither. "
+        f"Use a table format whose commits are atomic there: delta+{store}://BUCKET/PATH (Delta), "
+        + ("iceberg+s3://BUCKET/PATH?catalog=LOCAL_FILE.db (Iceberg, SQLite catalog kept locally), " if store == "s3" else "")
+        + "or export to a local folder and copy the finished dataset up"
+    )
+
+
 def _lake_target(text: str, scheme: str, kind: str) -> str:
     """The path or object-store URI inside ``delta://...`` / ``delta+s3://...`` / ``iceberg://...``.
 
@@ -129,8 +151,9 @@ def _lake_target(text: str, scheme: str, kind: str) -> str:
     rest = text[len(scheme) + 3 :]
     if "+" in scheme:
         store = scheme.split("+", 1)[1]
-        if store not in ("s3", "file", "gs", "az", "abfss"):
-            raise ConfigurationError(f"--to {scheme}://: unknown object store {store!r} (use delta+s3://)")
+        stores = ("s3", "file", "gs", "az", "abfss") if kind == "delta" else ("s3", "file")
+        if store not in stores:
+            raise ConfigurationError(f"--to {scheme}://: unknown object store {store!r} (use {kind}+s3://)")
         rest = rest if store == "file" else f"{store}://{rest}"
     if not rest or rest.startswith("?"):
         raise ConfigurationError(f"--to {kind}:// needs a path, e.g. {kind}://./warehouse or {kind}:///abs/path")
@@ -186,18 +209,20 @@ class FolderLock:
 
     NAME = ".wandb-export.lock"
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, name: str | None = None) -> None:
+        """`name`: the lock file's name (default `NAME`), e.g. ``catalog.db.lock`` beside a catalog."""
         import fcntl
 
         self.folder = folder
+        self.name = name or self.NAME
         folder.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = open(folder / self.NAME, "a+")  # noqa: SIM115 - held until release()
+        self._file: IO[str] | None = open(folder / self.name, "a+")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
             raise DestinationBusyError(
-                f"another export is writing into {folder} (its {self.NAME} is locked); wait for it to finish"
+                f"another export is writing into {folder} (its {self.name} is locked); wait for it to finish"
             ) from None
 
     def release(self, *, remove_folder: bool = False) -> None:
@@ -207,7 +232,7 @@ class FolderLock:
         self._file.close()
         self._file = None
         if remove_folder:
-            (self.folder / self.NAME).unlink(missing_ok=True)
+            (self.folder / self.name).unlink(missing_ok=True)
             try:
                 self.folder.rmdir()  # only when nothing else is in it
             except OSError:

@@ -1,4 +1,5 @@
-"""Apache Iceberg destination (``--to iceberg://PATH[?namespace=NS]``), through `pyiceberg`.
+"""Apache Iceberg destination (``--to iceberg://PATH[?namespace=NS]``, or with the warehouse on S3
+``--to iceberg+s3://BUCKET/PREFIX?catalog=LOCAL_FILE[&namespace=NS]``), through `pyiceberg`.
 
 ``pip install 'wandb-history-connector[iceberg]'``
 
@@ -26,8 +27,25 @@ Schema evolution: a new key adds an optional column (``union_by_name``); types n
 types go to ``_extra``). Column names follow the Delta sink's rule (`connector.export.sinks.lake.safe_names`):
 case-insensitive duplicates and characters Spark refuses are mapped, recorded in ``column_map``.
 
-Not supported (refused before anything is written): ``--full-refresh``; a catalog other than
-SQLite, or an object-store warehouse (pyiceberg can do both; this sink does not configure them).
+**A warehouse on S3** (``iceberg+s3://BUCKET/PREFIX?catalog=FILE``, or ``iceberg://s3://...``):
+the data and metadata files go to ``s3://BUCKET/PREFIX/NS.db/<table>/``, the SQLite catalog stays in
+the local file ``FILE`` (required: it *is* the destination's identity — the tables exist only
+through it; keep it, back it up, give every export of that warehouse the same one). An Iceberg
+commit is the catalog's compare-and-swap of the table's metadata pointer, so files written before
+a crash are never visible; the catalog file is locked (``FILE.lock``) for one export at a time, and
+its namespace records its warehouse (a catalog given with another warehouse is refused). S3
+settings come from the usual AWS environment: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) and
+``AWS_REGION`` (or ``AWS_DEFAULT_REGION``) become pyiceberg's ``s3.endpoint`` / ``s3.region``;
+credentials are read by pyarrow's S3 client from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+/ ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` or the instance role, never by this module. From Python,
+``storage_options`` (pyiceberg FileIO properties, e.g. ``{"s3.endpoint": ...}``) override them.
+
+**Full refresh** (`connector.export.sinks.lake`): the runs go to the ``<table>__refresh`` tables of
+the namespace; each live table is then replaced for exactly those runs by **one** transaction (a
+delete filtered on those runs, then appends of the staged rows, streamed in batches), carrying the
+new states. Staging tables are dropped with their files (``purge_table``) afterwards.
+
+Not supported: a catalog other than SQLite, a warehouse on another object store.
 """
 
 from __future__ import annotations
@@ -36,19 +54,23 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pyarrow as pa
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, DestinationError
 from ..tables import HISTORY_TABLE, RUN_COLUMNS, RUNS_TABLE, STATE_TABLE
-from .lake import META_KEY, STATE_SCHEMA, CommitLog, LakeSink, check_stop
+from .dest import FolderLock, writable_place
+from .lake import META_KEY, REFRESH_SUFFIX, STATE_SCHEMA, CommitLog, LakeSink, check_stop
 
 CATALOG_NAME = "wandb_history"
 CATALOG_FILE = "catalog.db"
 DEFAULT_NAMESPACE = "wandb"
+#: Staged rows per append of a full refresh's swap (all of them in one transaction).
+SWAP_BATCH_ROWS = 500_000
 
 
 def need_pyiceberg() -> Any:
@@ -63,46 +85,119 @@ def need_pyiceberg() -> Any:
     return pyiceberg
 
 
+@dataclass(frozen=True)
+class Warehouse:
+    """A parsed Iceberg target: the warehouse (a local folder or ``s3://BUCKET/PREFIX``), the
+    namespace and the SQLite catalog file."""
+
+    location: str
+    namespace: str
+    catalog: Path
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.location
+
+
+def parse_target(target: str) -> Warehouse:
+    """``PATH[?namespace=NS][&catalog=FILE]`` or ``s3://BUCKET/PREFIX?catalog=FILE[&namespace=NS]``.
+
+    >>> w = parse_target("s3://lake/wh/?catalog=/var/lib/wh.db&namespace=ml")
+    >>> w.location, w.namespace, str(w.catalog), w.remote
+    ('s3://lake/wh', 'ml', '/var/lib/wh.db', True)
+    >>> str(parse_target("/wh").catalog)
+    '/wh/catalog.db'
+    """
+    path, _, query = target.partition("?")
+    params = parse_qs(query)
+    unknown = set(params) - {"namespace", "catalog"}
+    if unknown:
+        raise ConfigurationError(f"iceberg:// accepts only ?namespace=...&catalog=..., got {sorted(unknown)}")
+    namespace = (params.get("namespace") or [DEFAULT_NAMESPACE])[0]
+    catalog: str | None = (params.get("catalog") or [""])[0] or None
+    if "://" in path:
+        scheme = path.split("://", 1)[0].lower()
+        if scheme not in ("s3", "s3a"):
+            raise ConfigurationError(f"iceberg:// takes a local folder or an s3:// warehouse, not {scheme}://")
+        bucket = path.split("://", 1)[1].strip("/")
+        if not bucket:
+            raise ConfigurationError("iceberg+s3:// needs a bucket: iceberg+s3://BUCKET/PREFIX?catalog=FILE")
+        if not catalog:
+            raise ConfigurationError(
+                f"--to iceberg+s3://{bucket}: a warehouse on S3 needs its local SQLite catalog file: add "
+                "?catalog=/path/to/catalog.db (keep that file: the tables exist only through it)"
+            )
+        if "://" in catalog:
+            raise ConfigurationError(f"?catalog={catalog}: the SQLite catalog is a local file path")
+        return Warehouse(f"s3://{bucket}", namespace, Path(catalog).expanduser())
+    return Warehouse(path, namespace, Path(catalog).expanduser() if catalog else Path(path) / CATALOG_FILE)
+
+
 def split_target(target: str) -> tuple[str, str]:
-    """(warehouse folder, namespace) of ``PATH[?namespace=NS]``.
+    """(warehouse, namespace) of an Iceberg target (see `parse_target`).
 
     >>> split_target("/wh?namespace=ml"), split_target("wh")
     (('/wh', 'ml'), ('wh', 'wandb'))
     """
-    path, _, query = target.partition("?")
-    params = parse_qs(query)
-    unknown = set(params) - {"namespace"}
-    if unknown:
-        raise ConfigurationError(f"iceberg:// accepts only ?namespace=..., got {sorted(unknown)}")
-    namespace = (params.get("namespace") or [DEFAULT_NAMESPACE])[0]
-    if "://" in path:
-        raise ConfigurationError("iceberg:// takes a local warehouse folder (object-store warehouses are not supported yet)")
-    return path, namespace
+    w = parse_target(target)
+    return w.location, w.namespace
 
 
-def open_catalog(warehouse: str | os.PathLike[str]) -> Any:
-    """The SQLite SQL catalog of a warehouse folder (created on first use)."""
+def s3_properties(options: dict[str, str] | None = None, environ: Any = None) -> dict[str, str]:
+    """pyiceberg FileIO properties for S3 from the AWS environment (endpoint and region; the
+    credentials stay with pyarrow's S3 client, which reads them itself), then `options`.
+
+    >>> s3_properties(environ={"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_DEFAULT_REGION": "eu-west-1"})
+    {'s3.endpoint': 'http://127.0.0.1:9000', 's3.region': 'eu-west-1'}
+    """
+    env = os.environ if environ is None else environ
+    props: dict[str, str] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        props["s3.endpoint"] = endpoint
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        props["s3.region"] = region
+    props.update(options or {})
+    return props
+
+
+def open_catalog(warehouse: str | os.PathLike[str], catalog: Path | None = None, properties: dict[str, str] | None = None) -> Any:
+    """The SQLite SQL catalog of a warehouse (created on first use): a local folder (catalog file
+    ``catalog.db`` in it by default) or an ``s3://`` location with a local `catalog` file."""
     need_pyiceberg()
     from pyiceberg.catalog.sql import SqlCatalog
 
-    root = Path(warehouse).resolve()
-    return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{root / CATALOG_FILE}", warehouse=root.as_uri())
+    location = os.fspath(warehouse)
+    if "://" in location:
+        assert catalog is not None, "an object-store warehouse needs a local catalog file"
+        file = catalog.expanduser().resolve()
+        return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{file}", warehouse=location, **s3_properties(properties))
+    root = Path(location).resolve()
+    file = (catalog or root / CATALOG_FILE).expanduser().resolve()
+    return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{file}", warehouse=root.as_uri(), **(properties or {}))
 
 
-def read_table(target: str | os.PathLike[str], table: str = HISTORY_TABLE) -> pa.Table:
-    """One exported table as Arrow (strings as ``string``, not ``large_string``).
+def read_table(target: str | os.PathLike[str], table: str = HISTORY_TABLE, storage_options: dict[str, str] | None = None) -> pa.Table:
+    """One exported table as Arrow (strings as ``string``, not ``large_string``); `target` as in
+    ``--to iceberg://TARGET`` (a folder, or ``s3://BUCKET/PREFIX?catalog=FILE``).
 
     >>> import tempfile
     >>> read_table(tempfile.mkdtemp()).num_rows
     0
     """
-    path, namespace = split_target(os.fspath(target))
-    if not (Path(path) / CATALOG_FILE).exists():
+    w = parse_target(os.fspath(target))
+    if not w.catalog.exists():
         return pa.table({})
-    catalog = open_catalog(path)
-    if not catalog.table_exists((namespace, table)):
-        return pa.table({})
-    return _small_types(catalog.load_table((namespace, table)).scan().to_arrow())
+    catalog = open_catalog(w.location, w.catalog, storage_options)
+    try:
+        if not catalog.table_exists((w.namespace, table)):
+            return pa.table({})
+        return _small_types(catalog.load_table((w.namespace, table)).scan().to_arrow())
+    finally:
+        engine = getattr(catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 def _small_types(table: pa.Table) -> pa.Table:
@@ -140,26 +235,67 @@ class IcebergSink(LakeSink):
 
     ENGINE = "Iceberg"
 
+    def __init__(self, target: str, *, storage_options: dict[str, str] | None = None, **options: Any) -> None:
+        """`options`: those of `LakeSink` (``layout``, ``full_refresh``, ``checkpoint``, ``read_only``);
+        `storage_options`: pyiceberg FileIO properties (S3: over the AWS environment)."""
+        self.storage_options = storage_options
+        super().__init__(target, **options)
+
     def _open(self, target: str) -> None:
         need_pyiceberg()
-        path, self.namespace = split_target(target)
-        self.path = Path(path)
+        self.warehouse = parse_target(target)
+        self.namespace = self.warehouse.namespace
+        self.catalog_file = self.warehouse.catalog
         self._catalog: Any = None
-        self._open_folder(self.path, "an Iceberg warehouse is a folder")
-        if (self.path / CATALOG_FILE).exists():
+        if not self.warehouse.remote:
+            self._open_folder(Path(self.warehouse.location), "an Iceberg warehouse is a folder")
+        else:
+            self._open_catalog_file()
+        if self.catalog_file.exists():
+            self._check_namespace()
             self._load()
+
+    def _open_catalog_file(self) -> None:
+        """Check the local catalog file of a remote warehouse, then lock it (unless read-only)."""
+        file = self.catalog_file
+        if file.is_dir():
+            raise DestinationError(f"?catalog={file} is a folder: the SQLite catalog is a file (e.g. {file / CATALOG_FILE})")
+        self.created = not file.exists()
+        if self.created:
+            writable_place(file)
+        if not self.read_only:
+            self._folder_lock = FolderLock(file.parent, name=file.name + ".lock")
+
+    def _namespace_location(self) -> str:
+        return f"{self.warehouse.location.rstrip('/')}/{self.namespace}.db"
+
+    def _check_namespace(self) -> None:
+        """Refuse a catalog whose namespace lives in another warehouse (a remote one records it)."""
+        from pyiceberg.exceptions import NoSuchNamespaceError
+
+        try:
+            location = self.catalog.load_namespace_properties(self.namespace).get("location")
+        except NoSuchNamespaceError:
+            return
+        if location and self.warehouse.remote and location.rstrip("/") != self._namespace_location():
+            raise DestinationError(
+                f"{self.display}: the catalog {self.catalog_file} keeps namespace {self.namespace!r} in "
+                f"{location}, not in {self.warehouse.location}: give the catalog of that warehouse"
+            )
 
     # -- tables ----------------------------------------------------------------------------------
     @property
     def catalog(self) -> Any:
         if self._catalog is None:
-            self._catalog = open_catalog(self.path)
+            w = self.warehouse
+            self._catalog = open_catalog(w.location, w.catalog, self.storage_options)
             if not self.read_only:
-                self._catalog.create_namespace_if_not_exists(self.namespace)
+                props = {"location": self._namespace_location()} if w.remote else {}
+                self._catalog.create_namespace_if_not_exists(self.namespace, properties=props)
         return self._catalog
 
     def _table(self, name: str) -> Any:
-        if not (self.path / CATALOG_FILE).exists():
+        if not self.catalog_file.exists():
             return None
         ident = (self.namespace, name)
         if not self.catalog.table_exists(ident):
@@ -200,12 +336,12 @@ class IcebergSink(LakeSink):
                 latest = max(latest, seq)
         return docs, latest
 
-    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str) -> None:
+    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str, name: str = STATE_TABLE) -> None:
         schema = _optional(STATE_SCHEMA)
         data = pa.Table.from_pylist(rows, schema=schema)
-        table = self._table(STATE_TABLE)
+        table = self._table(name)
         if table is None:
-            table = self.catalog.create_table((self.namespace, STATE_TABLE), schema=schema)
+            table = self.catalog.create_table((self.namespace, name), schema=schema)
         table.overwrite(data, snapshot_properties={META_KEY: doc})
 
     # -- runs ------------------------------------------------------------------------------------
@@ -217,9 +353,76 @@ class IcebergSink(LakeSink):
     def _delete(self, table: Any, where: Any, doc: str) -> None:
         table.delete(where, snapshot_properties={META_KEY: doc})
 
-    def _write_runs(self, rows: pa.Table) -> None:
-        self._write(RUNS_TABLE, _optional_table(rows), list(RUN_COLUMNS), False, CommitLog.document([]), None)
-        self._committed(RUNS_TABLE, [], {})
+    def _write_runs(self, rows: pa.Table, name: str = RUNS_TABLE) -> None:
+        self._write(name, _optional_table(rows), list(RUN_COLUMNS), False, CommitLog.document([]), None)
+
+    # -- full refresh ----------------------------------------------------------------------------
+    def _runs_expr(self, runs: Sequence[tuple[str, str, str]]) -> Any:
+        """A row filter matching the rows of exactly `runs`."""
+        from pyiceberg.expressions import And, BooleanExpression, EqualTo, In, Or
+
+        groups: dict[tuple[str, str], list[str]] = {}
+        for entity, project, run_id in runs:
+            groups.setdefault((entity, project), []).append(run_id)
+        parts: list[BooleanExpression] = [
+            And(EqualTo("entity", e), EqualTo("project", p), In("run_id", ids))  # type: ignore[call-arg, arg-type]  # pyiceberg takes (term, literal); mypy sees the pydantic fields
+            for (e, p), ids in sorted(groups.items())
+        ]
+        return parts[0] if len(parts) == 1 else Or(*parts)
+
+    def _swap_table(self, name: str, runs: Sequence[tuple[str, str, str]], doc: str) -> bool:
+        live = self._table(name)
+        staged = self._table(name + REFRESH_SUFFIX)
+        if live is None and staged is None:
+            return False
+        props = {META_KEY: doc}
+        if live is None:
+            schema = _optional(_small_types(staged.schema().as_arrow().empty_table()).schema)
+            live = self.catalog.create_table((self.namespace, name), schema=schema)
+        tx = live.transaction()
+        if staged is not None:
+            new_columns = [f for f in _small_types(staged.schema().as_arrow().empty_table()).schema
+                           if f.name not in live.schema().column_names]  # fmt: skip
+            if new_columns:
+                with tx.update_schema() as update:
+                    update.union_by_name(pa.schema(new_columns))
+        full = _small_types(tx.table_metadata.schema().as_arrow().empty_table()).schema
+        with warnings.catch_warnings():  # "did not match any records": the runs were not there yet
+            warnings.simplefilter("ignore", UserWarning)
+            tx.delete(self._runs_expr(runs), snapshot_properties=props)
+        if staged is not None:
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in staged.scan().to_arrow_batch_reader():
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= SWAP_BATCH_ROWS:
+                    tx.append(_like(_small_types(pa.Table.from_batches(pending)), full), snapshot_properties=props)
+                    pending, rows = [], 0
+            if rows:
+                tx.append(_like(_small_types(pa.Table.from_batches(pending)), full), snapshot_properties=props)
+        tx.commit_transaction()
+        return True
+
+    def _drop(self, name: str) -> None:
+        if not self.catalog_file.exists():
+            return
+        ident = (self.namespace, name)
+        if not self.catalog.table_exists(ident):
+            return
+        location = self.catalog.load_table(ident).location()
+        self.catalog.purge_table(ident)
+        if self.warehouse.remote:  # purge_table deletes the files; S3 keeps pyarrow's folder markers
+            from urllib.parse import urlsplit
+
+            from pyiceberg.io.pyarrow import PyArrowFileIO
+
+            parts = urlsplit(location)
+            fs = PyArrowFileIO(properties=dict(self.catalog.properties)).fs_by_scheme(parts.scheme, parts.netloc)
+            try:
+                fs.delete_dir(f"{parts.netloc}{parts.path}")
+            except (FileNotFoundError, OSError):
+                pass
 
     # -- chunks ----------------------------------------------------------------------------------
     def _commit_chunk(self, name: str, data: pa.Table, keys: list[str], append: bool, doc: str, stop: threading.Event | None) -> bool:
@@ -303,4 +506,4 @@ def _like(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_optional(schema))
 
 
-__all__ = ["IcebergSink", "open_catalog", "read_table", "split_target", "upsert_rows"]
+__all__ = ["IcebergSink", "Warehouse", "open_catalog", "parse_target", "read_table", "s3_properties", "split_target", "upsert_rows"]

@@ -9,6 +9,20 @@ snapshot, rewritten every `SNAPSHOT_EVERY` commits and at the end, recording the
 covers: opening the destination reads the snapshot, then replays the ``wandb.export`` metadata of
 every commit made after those versions.
 
+**Full refresh** (``--full-refresh``): the runs this export lists are exported into staging tables
+(``<table>__refresh``, the exporter's own: dropped and rebuilt by every full refresh), with their
+states kept in memory. At the end the staged runs table and ``_wandb_export_state__refresh`` (the
+new states, and in its commit metadata the list of refreshed runs: the **journal**) are written,
+then each live table gets **one commit** that deletes the rows of exactly those runs and appends
+their staged rows (Delta: an overwrite with a predicate on those runs; Iceberg: a delete and appends
+in one transaction). Each such commit carries the new states and ``replace_runs`` (the states of
+those runs, every stream and key set, are replaced, as DuckDB's swap does). Then the state snapshot
+is rewritten, the journal dropped, and the staging tables dropped. A crash before the journal
+leaves the live tables untouched (a later full refresh starts over); a crash after it is completed
+when the destination is next opened for writing (each table's swap is idempotent: delete those
+runs, append the staged rows again), and a read-only open reports the states as they will be.
+Rows of other runs, projects and commands are never touched.
+
 Nothing here imports an engine: the modules import without their extras.
 """
 
@@ -24,7 +38,7 @@ import pyarrow as pa
 
 from ...core.arrow import EXTRA_COLUMN, STEP_COLUMN
 from ...core.columns import column_for_key, fold_collisions
-from ...errors import ConfigurationError, DestinationError
+from ...errors import DestinationError
 from ..checkpoint import EVENTS, JsonStateStore, StateKey, StreamState, crash_point
 from ..tables import (
     EVENTS_TABLE,
@@ -42,8 +56,12 @@ from .base import Interrupted
 from .dest import FolderLock, check_folder
 
 META_KEY = "wandb.export"
+#: The suffix of the staging tables of a full refresh.
+REFRESH_SUFFIX = "__refresh"
 LOCK_FILE = FolderLock.NAME
 DATA_TABLES = (HISTORY_TABLE, LONG_TABLE, EVENTS_TABLE)
+#: The tables a full refresh swaps, in order (DuckDB's swap replaces the same ones).
+REFRESHED_TABLES = (*DATA_TABLES, RUNS_TABLE)
 #: Data commits between two snapshots of the state table (the commits in between are replayed).
 SNAPSHOT_EVERY = 25
 #: Characters Spark's Delta reader refuses in column names without column mapping.
@@ -114,6 +132,20 @@ class CommitLog:
         self.column_map: dict[str, dict[str, str]] = {}
 
     def apply(self, doc: dict[str, Any]) -> None:
+        """Fold in one document: ``replace_runs`` (a full refresh: forget every state of those runs)
+        first, then ``states`` and ``column_map``.
+
+        >>> from connector.export.checkpoint import StateKey, StreamState
+        >>> log, k = CommitLog(), StateKey("e", "p", "r", "history", "*")
+        >>> k1 = StateKey("e", "p", "r", "history", "k1")
+        >>> log.apply({"states": [StreamState(k, watermark=9).to_json(), StreamState(k1, watermark=5).to_json()]})
+        >>> log.apply({"replace_runs": [["e", "p", "r"]], "states": [StreamState(k, watermark=3).to_json()]})
+        >>> [(s.key.key_set, s.watermark) for s in log.states.values()]
+        [('*', 3)]
+        """
+        replaced = {tuple(r) for r in doc.get("replace_runs") or []}
+        if replaced:
+            self.states = {k: s for k, s in self.states.items() if (k.entity, k.project, k.run_id) not in replaced}
         for obj in doc.get("states") or []:
             state = StreamState.from_json(obj)
             self.states[state.key] = state
@@ -123,11 +155,14 @@ class CommitLog:
                 known.setdefault(column, key)
 
     @staticmethod
-    def document(states: Sequence[StreamState], column_map: dict[str, dict[str, str]] | None = None) -> str:
-        return json.dumps(
-            {"states": [s.to_json() for s in states], "column_map": column_map or {}},
-            sort_keys=True, separators=(",", ":"),
-        )  # fmt: skip
+    def document(
+        states: Sequence[StreamState], column_map: dict[str, dict[str, str]] | None = None,
+        replace_runs: Sequence[Sequence[str]] | None = None,
+    ) -> str:  # fmt: skip
+        doc: dict[str, Any] = {"states": [s.to_json() for s in states], "column_map": column_map or {}}
+        if replace_runs:
+            doc["replace_runs"] = [list(r) for r in replace_runs]
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def check_stop(stop: threading.Event | None) -> None:
@@ -147,6 +182,8 @@ class LakeSink:
       ``wandb.export`` documents of a table's commits after a version), `_write_snapshot`;
     - `_run_filter` and `_delete` (a run's rows), `_commit_chunk` (one chunk's commit),
       `_write_runs` (the runs table at the end);
+    - for ``--full-refresh``: `_swap_table` (one commit replacing some runs' rows by the staged
+      ones) and `_drop` (drop a staging table);
     - optionally `_stored` (the chunk as the table stores it) and `_release` (at close).
     """
 
@@ -162,15 +199,12 @@ class LakeSink:
         checkpoint: str | None = None,
         read_only: bool = False,
     ) -> None:
-        if full_refresh:
-            raise ConfigurationError(
-                f"--full-refresh is not supported for {self.ENGINE} destinations yet: export into a new "
-                "destination, or delete the runs' rows and checkpoints first"
-            )
         self.display = target
         self.layout = layout
         self.checkpoint = checkpoint
         self.read_only = read_only
+        self.full_refresh = full_refresh
+        self.suffix = REFRESH_SUFFIX if full_refresh else ""
         self.external = JsonStateStore(checkpoint) if checkpoint else None
         self.lock = threading.RLock()
         self.prepared = False
@@ -180,8 +214,10 @@ class LakeSink:
         self._since_snapshot = 0
         self._dirty = False
         self.log = CommitLog()
+        self.refresh_log = CommitLog()  # a full refresh: the staged states, swapped in at the end
         self.versions: dict[str, int] = {}
         self._open(target)
+        self._pending_refresh()
 
     # -- engine hooks ----------------------------------------------------------------------------
     def _open(self, target: str) -> None:
@@ -206,7 +242,7 @@ class LakeSink:
     def _commits_since(self, table: Any, since: int) -> tuple[list[str], int]:
         raise NotImplementedError
 
-    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str) -> None:
+    def _write_snapshot(self, rows: list[dict[str, Any]], doc: str, name: str = STATE_TABLE) -> None:
         raise NotImplementedError
 
     def _run_filter(self, key: tuple[str, str, str]) -> Any:
@@ -219,7 +255,16 @@ class LakeSink:
         """Commit one chunk's rows with `doc`; False when there was nothing to commit."""
         raise NotImplementedError
 
-    def _write_runs(self, rows: pa.Table) -> None:
+    def _write_runs(self, rows: pa.Table, name: str = RUNS_TABLE) -> None:
+        raise NotImplementedError
+
+    def _swap_table(self, name: str, runs: Sequence[tuple[str, str, str]], doc: str) -> bool:
+        """One commit (carrying `doc`) of live table `name`: delete the rows of `runs`, append the
+        rows of its staging table; False when neither table exists (nothing committed)."""
+        raise NotImplementedError
+
+    def _drop(self, name: str) -> None:
+        """Drop table `name` (a staging table) and its files, if it exists."""
         raise NotImplementedError
 
     def _stored(self, data: pa.Table) -> pa.Table:
@@ -227,6 +272,16 @@ class LakeSink:
 
     def _release(self) -> None:
         pass
+
+    # -- names -----------------------------------------------------------------------------------
+    def name(self, base: str) -> str:
+        """The table this export writes for `base` (a full refresh: its staging table)."""
+        return base + self.suffix
+
+    @property
+    def work(self) -> CommitLog:
+        """The log that chunks commit into (a full refresh: `refresh_log`)."""
+        return self.refresh_log if self.suffix else self.log
 
     # -- folder and lock -------------------------------------------------------------------------
     def _open_folder(self, path: Path, is_file: str) -> None:
@@ -278,15 +333,19 @@ class LakeSink:
         """Rewrite ``_wandb_export_state`` with every state and the table versions it covers."""
         if self.read_only:
             return
-        rows = [
-            {"entity": k.entity, "project": k.project, "run_id": k.run_id, "stream": k.stream,
-             "key_set": k.key_set, "state": json.dumps(s.to_json(), sort_keys=True)}
-            for k, s in sorted(self.log.states.items())
-        ]  # fmt: skip
+        rows = self._state_table_rows(self.log.states)
         doc = json.dumps({"versions": self.versions, "column_map": self.log.column_map}, sort_keys=True)
         self._write_snapshot(rows, doc)
         self._since_snapshot = 0
         self._dirty = False
+
+    @staticmethod
+    def _state_table_rows(states: dict[StateKey, StreamState]) -> list[dict[str, Any]]:
+        return [
+            {"entity": k.entity, "project": k.project, "run_id": k.run_id, "stream": k.stream,
+             "key_set": k.key_set, "state": json.dumps(s.to_json(), sort_keys=True)}
+            for k, s in sorted(states.items())
+        ]  # fmt: skip
 
     def _note_version(self, name: str) -> None:
         version = self._version(name)
@@ -295,6 +354,9 @@ class LakeSink:
 
     def _committed(self, name: str, states: Sequence[StreamState], column_map: dict[str, dict[str, str]]) -> None:
         """Bookkeeping after a data commit to table `name` that carried `states`."""
+        if self.suffix:  # a staging table: the states wait for the swap
+            self.refresh_log.apply(json.loads(CommitLog.document(states, column_map)))
+            return
         self.log.apply(json.loads(CommitLog.document(states, column_map)))
         self._note_version(name)
         self._dirty = True
@@ -306,6 +368,9 @@ class LakeSink:
 
     def commit_state(self, states: Sequence[StreamState]) -> None:
         with self.lock:
+            if self.suffix:
+                self.refresh_log.apply(json.loads(CommitLog.document(states)))
+                return
             if self.external is not None:
                 self.external.commit(states)
                 return
@@ -313,6 +378,14 @@ class LakeSink:
             self._snapshot()
 
     def prepare(self) -> None:
+        if self.suffix and not self.read_only:
+            # the staging area is the exporter's own: a refresh starts clean (a pending journal
+            # was completed when the destination was opened; it goes first)
+            self._drop(self.name(STATE_TABLE))
+            for base in REFRESHED_TABLES:
+                self._drop(self.name(base))
+            self.refresh_log = CommitLog()
+            self.refresh_log.apply({"column_map": self.log.column_map})  # keep the live names
         self.prepared = True
 
     # -- runs ------------------------------------------------------------------------------------
@@ -325,7 +398,8 @@ class LakeSink:
             where = self._run_filter(key)
             doc = CommitLog.document(reset)
             deleted = False
-            for name in (HISTORY_TABLE, LONG_TABLE):  # each delete commit carries the reset states
+            for base in (HISTORY_TABLE, LONG_TABLE):  # each delete commit carries the reset states
+                name = self.name(base)
                 table = self._table(name)
                 if table is None:
                     continue
@@ -334,7 +408,7 @@ class LakeSink:
                 self._committed(name, reset, {})
             if not deleted:
                 self.commit_state(reset)
-            elif self.external is None:
+            elif self.external is None and not self.suffix:
                 self._snapshot()  # both tables are clean now: the states no longer depend on a replay
 
     # -- chunks ----------------------------------------------------------------------------------
@@ -351,13 +425,17 @@ class LakeSink:
     ) -> int:
         """Merge (or append) one chunk with its watermark in the commit's metadata: one commit."""
         del lo, hi
-        name = target_table(stream, self.layout)
+        base = target_table(stream, self.layout)
+        name = self.name(base)
         keys = merge_keys(stream, self.layout)
         with self.lock:
-            data, new_names = self._shape(name, stream, table)
-            column_map = {name: new_names} if new_names else {}
+            data, new_names = self._shape(base, stream, table)
+            column_map = {base: new_names} if new_names else {}
             doc = CommitLog.document([state], column_map)
             if not self._commit_chunk(name, data, keys, fresh and self.external is None, doc, stop):
+                if self.suffix:
+                    self.refresh_log.apply(json.loads(doc))
+                    return 0
                 self.log.apply(json.loads(doc))
                 self._snapshot()
                 return 0
@@ -365,14 +443,20 @@ class LakeSink:
             self._committed(name, [state], column_map)
         return table.num_rows
 
-    def _shape(self, name: str, stream: str, table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
-        """The chunk as the table stores it, and the new ``{column: key}`` names it records."""
+    def _shape(self, base: str, stream: str, table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
+        """The chunk as table `base` stores it, and the new ``{column: key}`` names it records.
+
+        A full refresh writes into the staging table with the live table's names and types (the
+        swap appends into the live table), plus those its staging table added.
+        """
         mapped = column_keys(table)
-        if name == LONG_TABLE:
+        if base == LONG_TABLE:
             return self._stored(plain(to_long(table, mapped))), {}
         fixed = [*RUN_COLUMNS, TIMESTAMP_COLUMN if stream == EVENTS else STEP_COLUMN, EXTRA_COLUMN]
-        types = self._types(name)
-        known = self.log.column_map.get(name, {})
+        types = self._types(base)
+        if self.suffix:
+            types = {**self._types(self.name(base)), **types}
+        known = self.work.column_map.get(base, {})
         by_key = {k: c for c, k in known.items()}
         # a key that already has a mapped column keeps it
         rename = {c: by_key[mapped.get(c, c)] for c in table.column_names if mapped.get(c, c) in by_key and c not in fixed}
@@ -385,14 +469,78 @@ class LakeSink:
         new_names = {c: k for c, k in mapped.items() if c in data.column_names and known.get(c) != k}
         return data, new_names
 
+    # -- full refresh ----------------------------------------------------------------------------
+    def _pending_refresh(self) -> None:
+        """A full refresh that wrote its journal but did not finish swapping: complete it (or,
+        read-only, report the states as they will be)."""
+        journal = self._table(STATE_TABLE + REFRESH_SUFFIX)
+        if journal is None:
+            return
+        try:
+            meta = json.loads(self._snapshot_doc(journal) or "{}")
+            refresh = meta.get("refresh")
+            if not refresh:
+                return  # staging tables of a refresh that never finished: the next one drops them
+            states = [StreamState.from_json(json.loads(row["state"])) for row in self._state_rows(journal)]
+            runs = [(str(e), str(p), str(r)) for e, p, r in refresh["runs"]]
+            column_map = meta.get("column_map") or {}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._unreadable(exc) from None
+        if self.read_only:
+            self.log.apply(json.loads(CommitLog.document(states, column_map, runs)))
+            return
+        self._complete_refresh(runs, states, column_map, refresh.get("checkpoint"))
+
+    def _finish_refresh(self) -> None:
+        """Write the staged runs table and the journal, then swap (see the module docstring)."""
+        from ...runs_table import RUNS_SCHEMA
+
+        runs = sorted(self._runs)
+        if runs:
+            rows = pa.Table.from_pylist([self._runs[k] for k in runs], schema=RUNS_SCHEMA)
+            self._write_runs(plain(rows), self.name(RUNS_TABLE))
+        column_map = self.refresh_log.column_map
+        doc = json.dumps(
+            {"refresh": {"runs": [list(r) for r in runs], "checkpoint": self.checkpoint}, "column_map": column_map},
+            sort_keys=True,
+        )  # fmt: skip
+        self._write_snapshot(self._state_table_rows(self.refresh_log.states), doc, self.name(STATE_TABLE))
+        crash_point("before-swap")
+        self._complete_refresh(runs, list(self.refresh_log.states.values()), column_map, self.checkpoint)
+
+    def _complete_refresh(
+        self, runs: Sequence[tuple[str, str, str]], states: Sequence[StreamState],
+        column_map: dict[str, dict[str, str]], checkpoint: str | None,
+    ) -> None:  # fmt: skip
+        """Swap the staged runs in, table by table (idempotent), then the states; drop the staging."""
+        doc = CommitLog.document(states, column_map, runs)
+        if runs:
+            for base in REFRESHED_TABLES:
+                if self._swap_table(base, runs, doc):
+                    self._note_version(base)
+                crash_point("after-swap-table")
+        self.log.apply(json.loads(doc))
+        if checkpoint:
+            _swap_checkpoint_file(checkpoint, set(runs), states)
+        else:
+            self._snapshot()
+        self._drop(STATE_TABLE + REFRESH_SUFFIX)  # the journal first: staging tables alone are leftovers
+        for base in REFRESHED_TABLES:
+            self._drop(base + REFRESH_SUFFIX)
+
     # -- end -------------------------------------------------------------------------------------
     def finish(self) -> None:
         from ...runs_table import RUNS_SCHEMA
 
         with self.lock:
+            if self.suffix:
+                self._finish_refresh()
+                return
             if self._runs:
                 rows = pa.Table.from_pylist([self._runs[k] for k in sorted(self._runs)], schema=RUNS_SCHEMA)
-                self._write_runs(rows)
+                self._write_runs(plain(rows))
+                self._note_version(RUNS_TABLE)
+                self._dirty = True
             if self._dirty and self.external is None:
                 self._snapshot()
 
@@ -409,7 +557,19 @@ class LakeSink:
                 self._folder_lock = None
 
 
+def _swap_checkpoint_file(path: str, runs: set[tuple[str, str, str]], states: Sequence[StreamState]) -> None:
+    """Replace the states of `runs` in the ``--checkpoint`` file by `states` (atomically)."""
+    import os
+
+    live = JsonStateStore(path)
+    kept = [s for k, s in live.load().items() if (k.entity, k.project, k.run_id) not in runs]
+    fresh = JsonStateStore(path + ".swap")
+    Path(fresh.path).unlink(missing_ok=True)
+    fresh.commit([*kept, *states], meta=dict(live.meta))
+    os.replace(fresh.path, path)
+
+
 __all__ = [
     "LakeSink", "CommitLog", "check_stop", "merge_keys", "plain", "safe_names", "target_table",
-    "META_KEY", "LOCK_FILE", "SNAPSHOT_EVERY", "STATE_SCHEMA",
+    "META_KEY", "LOCK_FILE", "REFRESH_SUFFIX", "SNAPSHOT_EVERY", "STATE_SCHEMA",
 ]  # fmt: skip
