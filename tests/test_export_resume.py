@@ -43,6 +43,13 @@ SLOW_ARGS = [*ARGS, "--page-size", "100"]  # ~100 requests: with emulator latenc
 
 @pytest.fixture
 def demo(make_emulator):
+    return make_emulator(demo_runs())
+
+
+@pytest.fixture
+def live_demo(make_emulator):
+    """The demo runs served as live pages: a kill must land mid-export, and the Parquet path
+    finishes these small runs before any kill could."""
     return make_emulator(demo_runs(), service=live_pages_service())
 
 
@@ -67,41 +74,41 @@ def test_crash_hook_at_each_boundary_then_resume_is_identical(kind, demo, tmp_pa
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_kill_9_at_seeded_points_then_resume_is_identical(kind, demo, tmp_path):
-    reference = _reference(kind, demo, tmp_path)
-    demo.latency = 0.05  # spread the export (~6 s) over time so the kills land mid-way
+def test_kill_9_at_seeded_points_then_resume_is_identical(kind, live_demo, tmp_path):
+    reference = _reference(kind, live_demo, tmp_path)
+    live_demo.latency = 0.05  # spread the export (~6 s) over time so the kills land mid-way
     rng = random.Random(f"kill-{kind}")
     dest = make_dest(kind, tmp_path, "kill")
     for _ in range(2):
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", dest],
-            cwd=ROOT, env=cli_env(demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(rng.uniform(1.5, 4.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    demo.latency = 0.0
-    proc = run_cli([*ARGS, "--to", dest], cli_env(demo))
+    live_demo.latency = 0.0
+    proc = run_cli([*ARGS, "--to", dest], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert snapshot(kind, dest) == reference
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "parquet"])
-def test_ctrl_c_rolls_back_exits_non_zero_and_resumes(kind, demo, tmp_path):
-    reference = _reference(kind, demo, tmp_path)
+def test_ctrl_c_rolls_back_exits_non_zero_and_resumes(kind, live_demo, tmp_path):
+    reference = _reference(kind, live_demo, tmp_path)
     dest = make_dest(kind, tmp_path, "sigint")
-    demo.latency = 0.15  # the export takes > 5 s: the SIGINT at 3 s lands mid-way
+    live_demo.latency = 0.15  # the export takes > 5 s: the SIGINT at 3 s lands mid-way
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", dest],
-        cwd=ROOT, env=cli_env(demo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    demo.latency = 0.0
+    live_demo.latency = 0.0
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
-    proc = run_cli([*ARGS, "--to", dest], cli_env(demo))
+    proc = run_cli([*ARGS, "--to", dest], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert snapshot(kind, dest) == reference
 

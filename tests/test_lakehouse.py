@@ -97,6 +97,13 @@ def dest_for(kind: str, tmp_path: Path, tag: str) -> tuple[str, str]:
 
 @pytest.fixture
 def demo(make_emulator):
+    return make_emulator(demo_runs())
+
+
+@pytest.fixture
+def live_demo(make_emulator):
+    """The demo runs served as live pages: a kill must land mid-export, and the Parquet path
+    finishes these small runs before any kill could."""
     return make_emulator(demo_runs(), service=live_pages_service())
 
 
@@ -191,25 +198,25 @@ def test_crash_hook_then_resume_is_identical(kind, demo, tmp_path):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_kill_9_mid_export_then_resume_is_identical(kind, demo, tmp_path):
+def test_kill_9_mid_export_then_resume_is_identical(kind, live_demo, tmp_path):
     need(*MODULES[kind])
     if kind == "delta":
         need("polars", "delta")
-    rows, states = duck_reference(demo, tmp_path)
+    rows, states = duck_reference(live_demo, tmp_path)
     to, target = dest_for(kind, tmp_path, "kill")
-    demo.latency = 0.12  # a clean export takes ~8 s: the kills land mid-way
+    live_demo.latency = 0.12  # a clean export takes ~8 s: the kills land mid-way
     rng = random.Random(f"kill-{kind}")
     for _ in range(2):
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],
-            cwd=ROOT, env=cli_env(demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(rng.uniform(2.0, 4.0))
         assert proc.poll() is None, "the export ended before the kill: make it slower"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    demo.latency = 0.0
-    proc = run_cli([*ARGS, "--to", to], cli_env(demo))
+    live_demo.latency = 0.0
+    proc = run_cli([*ARGS, "--to", to], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert canon(lake_history(kind, target)) == rows
     assert lake_states(kind, target) == states
@@ -312,44 +319,44 @@ def staging_tables(kind: str, target: str) -> list[str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_kill_9_during_full_refresh_then_rerun_equals_a_clean_export(kind, demo, tmp_path):
+def test_kill_9_during_full_refresh_then_rerun_equals_a_clean_export(kind, live_demo, tmp_path):
     """The destination first holds a partial export (one key, steps < 900); a full refresh killed
     while staging, right after its journal, and between two table swaps, then run again (or, after a
     swap began, followed by a plain export), ends equal to a clean export: rows and states."""
     need(*MODULES[kind])
     if kind == "delta":
         need("polars", "delta")
-    rows, states = duck_reference(demo, tmp_path)
+    rows, states = duck_reference(live_demo, tmp_path)
     partial = [*ARGS, "--keys", "loss", "--max-step", "900"]
     crashes = [("before-commit:4", True), ("before-swap:1", True), ("after-swap-table:1", True), ("after-swap-table:2", False)]
     for i, (crash, refresh_again) in enumerate(crashes):
         to, target = dest_for(kind, tmp_path, f"frk{i}")
-        assert run_cli([*partial, "--to", to], cli_env(demo)).returncode == 0
+        assert run_cli([*partial, "--to", to], cli_env(live_demo)).returncode == 0
         first = whole(kind, target)
-        proc = run_cli([*ARGS, "--full-refresh", "--to", to], cli_env(demo, WANDB_HISTORY_CRASH_AT=crash))
+        proc = run_cli([*ARGS, "--full-refresh", "--to", to], cli_env(live_demo, WANDB_HISTORY_CRASH_AT=crash))
         assert proc.returncode == 137, (crash, proc.stderr[-2000:])
         if crash == "before-commit:4":
             assert whole(kind, target) == first  # staging only: the live tables are untouched
         again = [*ARGS, "--full-refresh"] if refresh_again else ARGS
-        proc = run_cli([*again, "--to", to], cli_env(demo))
+        proc = run_cli([*again, "--to", to], cli_env(live_demo))
         assert proc.returncode == 0, (crash, proc.stderr[-2000:])
         assert whole(kind, target) == rows, crash
         assert lake_states(kind, target) == states, crash
         assert not staging_tables(kind, target), crash
     # a real SIGKILL at a random moment of a slow full refresh
     to, target = dest_for(kind, tmp_path, "frkill")
-    assert run_cli([*partial, "--to", to], cli_env(demo)).returncode == 0
-    demo.latency = 0.12
+    assert run_cli([*partial, "--to", to], cli_env(live_demo)).returncode == 0
+    live_demo.latency = 0.12
     proc = subprocess.Popen(
         [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--full-refresh", "--to", to],
-        cwd=ROOT, env=cli_env(demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(random.Random(f"fr-{kind}").uniform(2.0, 4.0))
     assert proc.poll() is None, "the refresh ended before the kill: make it slower"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    demo.latency = 0.0
-    proc = run_cli([*ARGS, "--full-refresh", "--to", to], cli_env(demo))
+    live_demo.latency = 0.0
+    proc = run_cli([*ARGS, "--full-refresh", "--to", to], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert whole(kind, target) == rows and lake_states(kind, target) == states
 
@@ -472,14 +479,14 @@ def test_iceberg_export_to_s3_equals_duckdb(demo, tmp_path, s3_server):
         catalog.engine.dispose()
 
 
-def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(demo, tmp_path, s3_server):
+def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(live_demo, tmp_path, s3_server):
     need("pyiceberg", "iceberg")
-    rows, states = duck_reference(demo, tmp_path)
+    rows, states = duck_reference(live_demo, tmp_path)
     to, target = s3_iceberg(tmp_path, "killed")
-    demo.latency = 0.12
+    live_demo.latency = 0.12
     rng = random.Random("kill-iceberg-s3")
     for crash in ("before-commit:3", None, None):  # a hook right before a commit, then two real kills
-        env = cli_env(demo, WANDB_HISTORY_CRASH_AT=crash) if crash else cli_env(demo)
+        env = cli_env(live_demo, WANDB_HISTORY_CRASH_AT=crash) if crash else cli_env(live_demo)
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -491,8 +498,8 @@ def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(demo, tmp_path
         assert proc.poll() is None, "the export ended before the kill: make it slower"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    demo.latency = 0.0
-    proc = run_cli([*ARGS, "--to", to], cli_env(demo))
+    live_demo.latency = 0.0
+    proc = run_cli([*ARGS, "--to", to], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert canon(lake_history("iceberg", target)) == rows
     assert lake_states("iceberg", target) == states
