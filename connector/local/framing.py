@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -183,4 +183,89 @@ def _warn_skipped(name: str, offset: int, nbytes: int) -> None:
             f"{name}: damaged record at byte offset {offset}; skipped {nbytes} bytes"
         ),
         stacklevel=3,
+    )
+
+
+#: bytes read at once by `read_payloads_at` (records of one window usually lie in one read)
+READ_AHEAD = 1 << 20
+
+
+def read_payloads_at(f: BinaryIO, offsets: Sequence[int], *, name: str = "<stream>") -> list[bytes]:
+    """The payloads of the records whose first chunks start at `offsets` (byte offsets that
+    `iter_payloads` yielded for this file), in the order given; chunks are CRC-checked again.
+
+    A record that is no longer there as it was read (the file was rewritten since) raises
+    `LocalFileError` naming the file and the offset.
+
+    >>> import io
+    >>> data = HEADER + encode_chunk(FULL, b"one") + encode_chunk(FULL, b"two")
+    >>> read_payloads_at(io.BytesIO(data), [17, 7])
+    [b'two', b'one']
+    """
+    out: list[bytes] = []
+    buf = b""
+    base = 0  # file offset of buf[0]
+    crc32 = zlib.crc32
+
+    def fill(at: int, need: int) -> None:
+        nonlocal buf, base
+        f.seek(at)
+        buf = f.read(max(need, READ_AHEAD))
+        base = at
+
+    for offset in offsets:
+        pos = offset
+        parts: list[bytes] | None = None
+        size = 0
+        while True:
+            left = BLOCK - (pos & (BLOCK - 1))
+            if left < CHUNK_HEADER:
+                pos += left
+                continue
+            i = pos - base
+            if i < 0 or i + CHUNK_HEADER > len(buf):
+                fill(pos, CHUNK_HEADER)
+                i = 0
+            head = buf[i : i + CHUNK_HEADER]
+            if len(head) < CHUNK_HEADER:
+                raise _changed(name, offset, "ends before it")
+            length = head[4] | (head[5] << 8)
+            ctype = head[6]
+            if ctype == 0 and length == 0 and head[:4] == b"\0\0\0\0":
+                pos += left
+                continue
+            if i + CHUNK_HEADER + length > len(buf):
+                fill(pos, CHUNK_HEADER + length)
+                i = 0
+            data = buf[i + CHUNK_HEADER : i + CHUNK_HEADER + length]
+            if len(data) < length or CHUNK_HEADER + length > left:
+                raise _changed(name, offset, "ends before it")
+            if crc32(buf[i + 6 : i + CHUNK_HEADER + length]) != int.from_bytes(head[:4], "little"):
+                raise _changed(name, offset, "CRC mismatch")
+            if parts is None:
+                if ctype == FULL:
+                    out.append(data)
+                    break
+                if ctype != FIRST:
+                    raise _changed(name, offset, f"chunk type {ctype} where a record starts")
+                parts = [data]
+                size = length
+            elif ctype in (MIDDLE, LAST):
+                size += length
+                if size > MAX_RECORD_BYTES:
+                    raise _changed(name, offset, "record longer than MAX_RECORD_BYTES")
+                parts.append(data)
+                if ctype == LAST:
+                    out.append(b"".join(parts))
+                    break
+            else:
+                raise _changed(name, offset, f"chunk type {ctype} inside a record")
+            pos += CHUNK_HEADER + length
+    return out
+
+
+def _changed(name: str, offset: int, problem: str) -> LocalFileError:
+    return LocalFileError(
+        f"{name}: record at byte offset {offset} is not as it was indexed ({problem}); "
+        "the file changed since it was read: read it again"
     )

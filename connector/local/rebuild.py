@@ -49,13 +49,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ..core.rundata import MemoryRun, RunMeta
 from ..core.values import flatten_row
 from ..errors import LocalFileError
 from . import records as rec
-from .framing import DamagedRecordWarning, iter_file_payloads
+from .framing import DamagedRecordWarning, iter_file_payloads, read_payloads_at
+from .index import HistoryIndex, RunIndex, merge
 from .limits import (
     MAX_DEPTH,
     MAX_KEYS,
@@ -78,7 +80,13 @@ _JSONError = orjson.JSONDecodeError
 
 
 class LocalRun(MemoryRun):
-    """A `MemoryRun` read from `.wandb` file(s), with what `RunMeta` has no place for.
+    """A run read from `.wandb` file(s): a `MemoryRun` whose rows stay in the files.
+
+    The first pass (`decode_file`) keeps, per row, its step, file and record offset (`index`);
+    `row` and `rows` decode the records of the rows asked for again, so memory does not grow
+    with the run's length (`rows(lo, hi)` returns fresh dicts; `row(i)` serves a cached window
+    of `ROW_WINDOW` rows, shared between calls). `append`/`truncate` (the emulator's mutations)
+    first load every row into memory.
 
     Attributes: `files` (source files, oldest first), `wandb_config` (the config's internal
     ``_wandb`` entry), `exit_code` (None without an exit record), `runtime` (seconds, from the
@@ -86,12 +94,100 @@ class LocalRun(MemoryRun):
     version).
     """
 
+    ROW_WINDOW = 1024
+
     files: list[Path]
     wandb_config: dict[str, Any]
     exit_code: int | None
     runtime: int | None
     step_metrics: dict[str, str]
     producer: str
+
+    def __init__(
+        self, meta: RunMeta, index: RunIndex, files: list[Path], events: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        super().__init__(meta, (), events)
+        self.index: RunIndex | None = index
+        self.files = files
+        self._cached: tuple[int, list[dict[str, Any]]] = (0, [])
+
+    @property
+    def fresh_rows(self) -> bool:
+        """True while `rows(lo, hi)` decodes new dicts on each call (callers need not copy them)."""
+        return self.index is not None
+
+    def steps(self) -> Sequence[int]:
+        if self.index is None:
+            return super().steps()
+        return self.index.steps
+
+    def history_keys(self) -> dict[str, Any]:
+        if self.index is None:
+            return super().history_keys()
+        return self.index.history_keys
+
+    def row(self, index: int) -> dict[str, Any]:
+        if self.index is None:
+            return super().row(index)
+        n = len(self.index.steps)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"row {index} out of range for run {self.meta.run_id}")
+        with self._lock:
+            lo, cached = self._cached
+            if not lo <= index < lo + len(cached):
+                lo = index - index % self.ROW_WINDOW
+                cached = self.rows(lo, lo + self.ROW_WINDOW)
+                self._cached = (lo, cached)
+            return cached[index - lo]
+
+    def rows(self, start: int, stop: int, keys: Any = None) -> list[dict[str, Any]]:
+        """The rows at indices ``start .. stop - 1``, decoded from their records (`keys` is
+        accepted for the emulator's batch reads and ignored: rows are returned whole)."""
+        if self.index is None:
+            return self._rows[max(start, 0) : max(stop, 0)]
+        ix = self.index
+        start, stop = max(start, 0), min(stop, len(ix.steps))
+        if stop <= start:
+            return []
+        steps = ix.steps.array[start:stop].tolist()
+        offsets = ix.offsets[start:stop]
+        files = ix.files[start:stop]
+        if len(self.files) == 1 or not (files != files[0]).any():
+            payloads = self._payloads(int(files[0]), offsets.tolist())
+        else:
+            payloads = [b""] * (stop - start)
+            for f in np.unique(files).tolist():
+                where = np.flatnonzero(files == f)
+                for i, payload in zip(where.tolist(), self._payloads(f, offsets[where].tolist()), strict=True):
+                    payloads[i] = payload
+        return [history_row_of(payload, step) for payload, step in zip(payloads, steps, strict=True)]
+
+    def _payloads(self, file: int, offsets: list[int]) -> list[bytes]:
+        path = self.files[file]
+        try:
+            with open(path, "rb") as f:
+                return read_payloads_at(f, offsets, name=str(path))
+        except OSError as exc:
+            raise LocalFileError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+    def _load(self) -> None:
+        """Hold every row in memory from now on (before a mutation)."""
+        if self.index is not None:
+            rows = self.rows(0, len(self.index.steps))
+            self._rows, self._steps = rows, [r["_step"] for r in rows]
+            self._keys = self.index.history_keys
+            self.index = None
+            self._cached = (0, [])
+
+    def append(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._load()
+        super().append(rows)
+
+    def truncate(self, max_step: int) -> None:
+        self._load()
+        super().truncate(max_step)
 
 
 # ----------------------------------------------------------------------------- JSON values
@@ -251,6 +347,44 @@ def _history_row(buf: bytes, start: int, end: int, items: rec.Items) -> tuple[di
     return row, objects
 
 
+def _row_of(buf: bytes, start: int, end: int, items: rec.Items) -> tuple[dict[str, Any], int]:
+    """The row of one decoded history record (`_history_row`, with a fast path for records
+    without nested keys), and the count of ``{`` in its values."""
+    keys, raws, npaths, _, _ = items
+    if npaths:
+        return _history_row(buf, start, end, items)
+    joined = b"[" + b",".join(raws) + b"]"
+    objects = joined.count(b"{")
+    if (
+        joined.count(b"[") + objects > MAX_DEPTH  # the outer "[" stands for the key's own level
+        or len(joined) > MAX_KEYS  # else fewer ":" + items than MAX_KEYS
+        and joined.count(b":") + len(raws) > MAX_KEYS
+    ):
+        return _history_row(buf, start, end, items)[0], objects
+    try:
+        values = _loads(joined)
+    except _JSONError:
+        values = parse_values(raws)
+    row = dict(zip(keys, values, strict=False))
+    if len(row) != len(raws):
+        row = _history_row(buf, start, end, items)[0]
+    return row, objects
+
+
+def history_row_of(payload: bytes, step: int) -> dict[str, Any]:
+    """The history row of a record the first pass indexed at `step` (read again by offset).
+
+    >>> payload = bytes.fromhex("0805 120b 0a07 120161 820101 31 1200")  # history: a=1, step {}
+    >>> history_row_of(payload, 0)
+    {'a': 1, '_step': 0}
+    """
+    _, _, start, end = rec.split_record(payload)
+    row = _row_of(payload, start, end, rec.decode_items(payload, start, end))[0]
+    if "_step" not in row:
+        row["_step"] = step  # from HistoryStep.num, or a step-less record of a step-less file
+    return row
+
+
 def _check_tree_items(keys: Sequence[str], raws: Sequence[bytes], npaths: Sequence[tuple[str, ...]],
                       nraws: Sequence[bytes]) -> None:
     """`MAX_DEPTH` (and `MAX_KEYS` items) for the updates of one summary/config record."""
@@ -349,7 +483,7 @@ class FileContent:
 
     path: Path
     run: rec.RunRecord | None = None
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    index: HistoryIndex = field(default_factory=HistoryIndex)
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -401,28 +535,21 @@ class _Implicit:
     """History records with no step at all (no ``_step`` item, no ``HistoryStep.num``).
 
     They are step 0 only in a file without ``_step`` items; once a ``_step`` item shows up they
-    are damaged (see the module rules), and the row they replaced at step 0 comes back.
+    are damaged (see the module rules): their index entries are taken back, so the record that
+    held step 0 before them (if any) holds it again.
     """
 
     def __init__(self) -> None:
         self.offsets: list[int] = []
-        self.replaced: dict[str, Any] | None = None  # the row at step 0 before the first of them
-        self.holds_zero = False  # rows[0] currently comes from one of them
+        self.positions: list[int] = []  # their entries in the file's history index
 
-    def add(self, offset: int, row: dict[str, Any], rows: dict[int, dict[str, Any]]) -> None:
-        if not self.holds_zero and 0 in rows:
-            self.replaced = rows[0]
+    def add(self, offset: int, row: dict[str, Any], index: HistoryIndex) -> None:
         self.offsets.append(offset)
-        self.holds_zero = True
+        self.positions.append(len(index))
         row["_step"] = 0
-        rows[0] = row
+        index.add(0, offset, index.signature(row))
 
-    def placed(self, row: dict[str, Any]) -> None:
-        """A record with a step of its own was placed at step 0."""
-        self.holds_zero = False
-        self.replaced = row
-
-    def refuse(self, name: Path, rows: dict[int, dict[str, Any]], skip_damaged: bool) -> None:
+    def refuse(self, name: Path, index: HistoryIndex, skip_damaged: bool) -> None:
         """A ``_step`` item appeared: every earlier step-less record is damaged."""
         for offset in self.offsets:
             message = (
@@ -432,13 +559,10 @@ class _Implicit:
             if not skip_damaged:
                 raise LocalFileError(message)
             warnings.warn(DamagedRecordWarning(f"{message}; skipped"), stacklevel=3)
-        if self.holds_zero:
-            if self.replaced is not None:
-                rows[0] = self.replaced
-            else:
-                rows.pop(0, None)
+        for position in self.positions:
+            index.drop(position)
         self.offsets.clear()
-        self.holds_zero = False
+        self.positions.clear()
 
 
 def _check_names(names: set[Any], new: Any) -> None:
@@ -455,15 +579,14 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
     except OSError as exc:
         raise LocalFileError(f"{p}: cannot read ({exc.strerror or exc})") from exc
     out = FileContent(path=p, mtime=mtime)
-    rows = out.rows
+    index = out.index
+    signature = index.signature
+    row_of = _row_of
     config = _Tree()
     summary = _Tree()
     stats: list[rec.StatsRecord] = []
     split = rec.split_record
     decode_items = rec.decode_items
-    history_row = _history_row
-    loads = _loads
-    json_error = _JSONError
     last_row: dict[str, Any] | None = None
     names: set[Any] = set()  # distinct history keys (flat names) of the file
     last_keys: list[str] | None = None  # the item keys last added to `names`
@@ -471,7 +594,6 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
     saw_step_item = False
     implicit = _Implicit()
     HISTORY, SUMMARY, CONFIG = rec.HISTORY, rec.SUMMARY, rec.CONFIG
-    depth_budget = MAX_DEPTH  # the outer "[" of the joined values stands for the key's own level
     max_keys = MAX_KEYS
     max_step = MAX_STEP
 
@@ -482,9 +604,9 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
                 _, kind, start, end = split(payload)
                 if kind == HISTORY:
                     items = decode_items(payload, start, end)
-                    keys, raws, npaths, _, spans = items
+                    keys, _, npaths, _, spans = items
+                    row, objects = row_of(payload, start, end, items)
                     if npaths:
-                        row, objects = history_row(payload, start, end, items)
                         if objects:
                             flat: Any = flatten_row(row)[0]
                         elif keys == last_keys and npaths == last_npaths:
@@ -492,22 +614,6 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
                         else:
                             flat = [*keys, *npaths]
                     else:
-                        joined = b"[" + b",".join(raws) + b"]"
-                        objects = joined.count(b"{")
-                        if (
-                            joined.count(b"[") + objects > depth_budget
-                            or len(joined) > max_keys  # else fewer ":" + items than MAX_KEYS
-                            and joined.count(b":") + len(raws) > max_keys
-                        ):
-                            row = history_row(payload, start, end, items)[0]
-                        else:
-                            try:
-                                values = loads(joined)
-                            except json_error:
-                                values = parse_values(raws)
-                            row = dict(zip(keys, values, strict=False))
-                            if len(row) != len(raws):
-                                row = history_row(payload, start, end, items)[0]
                         flat = None if keys == last_keys and not last_npaths else keys
                         if objects:  # a media dict is one key; other objects are flattened
                             for value in row.values():
@@ -524,18 +630,16 @@ def decode_file(path: str | os.PathLike[str], *, skip_damaged: bool = False) -> 
                             )
                     elif not saw_step_item:
                         saw_step_item = True
-                        implicit.refuse(p, rows, skip_damaged)
+                        implicit.refuse(p, index, skip_damaged)
                     if flat is not None:
                         if len(names) + len(flat) > max_keys:
                             _check_names(names, flat)
                         names.update(flat)
                         last_keys, last_npaths = keys, npaths
                     if step is None:
-                        implicit.add(offset, row, rows)
+                        implicit.add(offset, row, index)
                     else:
-                        rows[step] = row
-                        if step == 0 and not saw_step_item:
-                            implicit.placed(row)
+                        index.add(step, offset, signature(row))
                     last_row = row
                 elif kind == SUMMARY:
                     summary.apply(payload, start, end, decode_items(payload, start, end))
@@ -675,14 +779,11 @@ def build_run(
     now = time.time() if now is None else now
     first, last = contents[0], contents[-1]
     if len(contents) == 1:
-        rows = first.rows
         config, summary = first.config, first.summary
         events = first.events
     else:
-        rows = {}
         config, summary, events = {}, {}, []
         for c in contents:
-            rows.update(c.rows)
             config.update(c.config)
             summary.update(c.summary)
             events.extend(c.events)
@@ -709,8 +810,7 @@ def build_run(
         job_type=ident.job_type or None,
         notes=ident.notes or None,
     )
-    run = LocalRun(meta, list(rows.values()), events)
-    run.files = [c.path for c in contents]
+    run = LocalRun(meta, merge([c.index for c in contents]), [c.path for c in contents], events)
     run.wandb_config = wandb_config
     run.exit_code = last.exit.exit_code if last.exit is not None else None
     run.runtime = last.exit.runtime if last.exit is not None else None
