@@ -157,6 +157,142 @@ def test_ray_identity_named_keys_and_unknown_keys(ray_cluster, make_emulator, ap
         connector.ray.read_history("e/p", keys=["los"], api=api)
 
 
+# -- Ray export (`wandb-history export --engine ray`) ------------------------------------------------
+
+
+def _ray_export_module():
+    import connector.export.ray_engine
+
+    return connector.export.ray_engine
+
+
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_ray_export_equals_the_single_process_export(ray_cluster, emulator, api, paths, kind, tmp_path):
+    """The shared runs (one from step 1000, one with a 5000-step gap): same table, same watermarks,
+    same chunks; the tasks' requests share the one limit of --concurrency."""
+    from test_export_support import make_dest, read_history, snapshot
+
+    from connector.export import export
+
+    local = make_dest(kind, tmp_path, "local")
+    dist = make_dest(kind, tmp_path, "ray")
+    ref = export("test/synthetic", local, api=api, chunk_steps=700, concurrency=2)
+    got = export("test/synthetic", dist, api=api, chunk_steps=700, concurrency=2, engine="ray")
+    assert ref.ok and got.ok, got.failed
+    assert (got.rows, got.chunks, got.runs_exported) == (ref.rows, ref.chunks, ref.runs_exported)
+    assert got.rows > 0 and got.chunks > len(paths)
+    assert snapshot(kind, dist) == snapshot(kind, local)  # rows (NaN-aware) and every watermark
+    assert_equals_scans(read_history(kind, dist), api, paths)
+    assert 0 < got.limiter["peak_in_flight"] <= 2 and got.limiter["requests"] > 0, got.limiter
+    again = export("test/synthetic", dist, api=api, chunk_steps=700, concurrency=2, engine="ray")
+    assert again.ok and again.rows == 0 and again.runs_up_to_date == len(paths)
+
+
+def test_ray_export_survives_a_worker_killed_mid_task(ray_cluster, make_emulator, tmp_path, monkeypatch):
+    """A task kills its own worker (SIGKILL) once, after fetching: Ray runs it again, and the
+    destination holds every row once, as a clean single-process export."""
+    from test_export_support import snapshot
+
+    from connector import Api
+    from connector.export import export
+
+    emu = make_emulator("e/p:runs=3,steps=1500,keys=6,seed=13", service=live_pages_service())
+    api = Api(api_key=emu.api_key, base_url=emu.base_url)
+    flag = tmp_path / "kill-once"
+    flag.write_text("1")
+    monkeypatch.setenv(_ray_export_module().KILL_ONCE_ENV, str(flag))
+    got = export("e/p", str(tmp_path / "ray.duckdb"), api=api, chunk_steps=400, engine="ray")
+    assert not flag.exists()  # a worker did die mid-task
+    monkeypatch.delenv(_ray_export_module().KILL_ONCE_ENV)
+    assert got.ok, got.failed
+    ref = export("e/p", str(tmp_path / "ref.duckdb"), api=api, chunk_steps=400)
+    assert got.rows == ref.rows == 4500
+    assert snapshot("duckdb", str(tmp_path / "ray.duckdb")) == snapshot("duckdb", str(tmp_path / "ref.duckdb"))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_ray_export_driver_kill_9_then_resume_equals_a_clean_export(ray_cluster, make_emulator, tmp_path, kind):
+    """``wandb-history export --engine ray`` (a driver process on this cluster) killed with -9 once
+    it has committed a chunk; the resume (first with Ray, then without) equals a clean export."""
+    import signal
+    import subprocess
+    import time
+
+    from test_export_support import ROOT, cli_env, make_dest, run_cli, snapshot
+
+    from connector import Api
+    from connector.emulator.demo_runs import demo_runs
+    from connector.export import export
+
+    emu = make_emulator(demo_runs(), service=live_pages_service())
+    ref_dest = make_dest(kind, tmp_path, "ref")
+    assert export("demo/mnist", ref_dest, api=Api(api_key=emu.api_key, base_url=emu.base_url), chunk_steps=700).ok
+    reference = snapshot(kind, ref_dest)
+    dest = make_dest(kind, tmp_path, "kill")
+    args = ["demo/mnist", "--chunk-steps", "700", "--quiet", "--concurrency", "2", "--to", dest]
+    env = cli_env(emu, RAY_ADDRESS=ray_cluster.get_runtime_context().gcs_address)
+    emu.latency = 0.05
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "export", *args, "--engine", "ray", "--page-size", "100"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:  # ~95 history pages in all
+        time.sleep(0.1)
+        if emu.counters()["by_field"].get("history", {}).get("requests", 0) >= 65:
+            break
+    assert proc.poll() is None, f"the export ended before the kill: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    emu.latency = 0.0
+    middle = snapshot(kind, dest)
+    assert middle != reference and len(middle["history"]) > 1  # killed mid-way, after a commit
+    proc = run_cli([*args, "--engine", "ray"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert snapshot(kind, dest) == reference
+    proc = run_cli(args, cli_env(emu))  # and a resume without Ray finds nothing left to do
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert snapshot(kind, dest) == reference
+
+
+def test_ray_export_reads_local_runs_on_the_driver(ray_cluster, tmp_path):
+    """A run that only the driver has (here in memory; a .wandb file alike) is read by the driver
+    itself: the same table as the local engine."""
+    from test_export_support import snapshot
+
+    from connector.core.rundata import MemoryRun, RunMeta
+    from connector.export import export
+
+    rows = [{"_step": i, "loss": float("nan") if i % 7 == 0 else i / 3} for i in range(0, 2500, 2)]
+    run = MemoryRun(RunMeta("e", "p", "mem"), rows=rows)
+    got = export([run], str(tmp_path / "ray.duckdb"), chunk_steps=500, engine="ray")
+    ref = export([run], str(tmp_path / "ref.duckdb"), chunk_steps=500)
+    assert got.ok and got.rows == ref.rows == 1250
+    assert snapshot("duckdb", str(tmp_path / "ray.duckdb")) == snapshot("duckdb", str(tmp_path / "ref.duckdb"))
+
+
+def test_engine_ray_without_ray_is_a_configuration_error(tmp_path, emulator):
+    """Ray absent (its import fails): one line naming the extra, exit 2, nothing written."""
+    import subprocess
+
+    from test_export_support import ROOT, cli_env
+
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from connector.cli.app import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    dest = tmp_path / "d.duckdb"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", "test/synthetic", "--to", str(dest), "--engine", "ray"],
+        cwd=ROOT, env=cli_env(emulator), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'wandb-history-connector[ray]'" in lines[0], proc.stderr
+    assert not dest.exists()
+
+
 # -- Spark ---------------------------------------------------------------------------------------
 
 

@@ -99,6 +99,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--running-lag", type=int, default=OptionDefault("running_lag"), metavar="STEPS", help="steps re-read for running runs (default %(default)s)")
     p.add_argument("--page-size", type=int, default=OptionDefault("page_size"), help="rows per API page (default %(default)s)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="who fetches and decodes the chunks: this process (local, default) or Ray tasks (ray: "
+                   "pip install 'wandb-history-connector[ray]'; RAY_ADDRESS or a local cluster); "
+                   "writes and checkpoints stay in this process")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (failed runs and errors are still printed)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     p.add_argument("--allow-missing", action="store_true",
@@ -235,7 +239,10 @@ def run(args: argparse.Namespace) -> int:
     from ..remote.transport import RetryPolicy
 
     progress = Progress(quiet=args.quiet or args.json)
-    summary = export(args.sources, args.to, progress=progress, retry=RetryPolicy(deadline=args.timeout), **_options(args))
+    summary = export(
+        args.sources, args.to, progress=progress, retry=RetryPolicy(deadline=args.timeout),
+        engine=getattr(args, "engine", "local"), **_options(args),
+    )  # fmt: skip
     if args.json:
         print(json.dumps(summary.to_dict(), indent=1, sort_keys=True))
     elif args.dry_run:

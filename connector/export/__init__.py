@@ -37,6 +37,7 @@ def export(
     api: Api | None = None,
     retry: RetryPolicy | None = None,
     progress: Progress | None = None,
+    engine: str = "local",
     **options: Any,
 ) -> ExportSummary:
     """Export the history of `sources` into `to`; returns an `ExportSummary`.
@@ -48,6 +49,8 @@ def export(
     ``include_system_metrics``, ``concurrency``, ``chunk_steps``, ``checkpoint``, ``full_refresh``,
     ``dry_run``, ``running_lag``, ``page_size``, ``filters``, ``run_states``, ``run_ids``.
     `api` defaults to ``Api()`` from the environment (the API key is never an option here).
+    `engine`: ``"local"`` (this process) or ``"ray"`` (chunks fetched by Ray tasks, written here:
+    `connector.export.ray_engine`).
     """
     from .plan import ExportOptions
     from .runner import Exporter
@@ -57,7 +60,7 @@ def export(
     for name in ("keys", "run_states", "run_ids"):
         if options.get(name) is not None and not isinstance(options[name], str):
             options[name] = tuple(options[name])
-    return Exporter(sources, to, ExportOptions(**options), api=api, retry=retry, progress=progress).run()
+    return Exporter(sources, to, ExportOptions(**options), api=api, retry=retry, progress=progress, engine=engine).run()
 
 
 def __getattr__(name: str) -> Any:

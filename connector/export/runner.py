@@ -191,6 +191,7 @@ class Exporter:
         api: Api | None = None,
         retry: RetryPolicy | None = None,
         progress: Progress | None = None,
+        engine: str = "local",
     ) -> None:
         self.sources = list(sources)
         self.dest = parse_destination(to)
@@ -204,6 +205,15 @@ class Exporter:
         self.states: dict[StateKey, StreamState] = {}
         self.live_states: dict[StateKey, StreamState] = {}
         self.sink: Sink | None = None
+        # The one seam between engines: "the chunks of this plan", read in-process or by Ray tasks
+        # (`connector.export.ray_engine`); writes and commits stay here, in the same order.
+        self.read_chunks: Any = read_chunks
+        if engine == "ray":
+            from .ray_engine import RayChunkReader
+
+            self.read_chunks = RayChunkReader(self.api_factory, concurrency=options.concurrency, retry=retry)
+        elif engine != "local":
+            raise ConfigurationError(f"engine must be 'local' or 'ray', got {engine!r}")
 
     # -- entry point -----------------------------------------------------------------------------
     def run(self) -> ExportSummary:
@@ -229,6 +239,7 @@ class Exporter:
             self._transport_stats()
             self.progress.close()
             self.sink.close()
+            getattr(self.read_chunks, "close", lambda: None)()
         return self.summary
 
     def _transport_stats(self) -> None:
@@ -237,6 +248,10 @@ class Exporter:
             api = self.api_factory()
             self.summary.requests = api.transport.stats["requests"]
             self.summary.retries = api.transport.stats["retries"]
+        if self.read_chunks is not read_chunks:  # the Ray tasks' requests, and their shared limiter
+            self.summary.requests += self.read_chunks.stats["requests"]
+            self.summary.retries += self.read_chunks.stats["retries"]
+            self.summary.limiter = self.read_chunks.limiter_stats() or self.summary.limiter
 
     # -- listing and checks ----------------------------------------------------------------------
     def _list(self) -> tuple[list[Run], list[Missing], list[Listing]]:
@@ -455,7 +470,7 @@ class Exporter:
             marks = [s.watermark for s in self._run_states(run, self.states, (o.stream,)) if s.watermark is not None]
             floor = int(max(marks)) if marks else -1
         total = 0
-        for chunk in read_chunks(plan, o, stop=self.stop):
+        for chunk in self.read_chunks(plan, o, stop=self.stop):
             assert chunk.state.watermark is not None  # a chunk's state always has its watermark
             watermark = int(chunk.state.watermark)
             if chunk.table is None:  # no rows at the end of the range: the state still moves on
