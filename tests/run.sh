@@ -21,4 +21,6 @@ lint=(connector tests)
 "$VENV/bin/python" -m ruff check "${lint[@]}"
 # the type check: the whole connector package, core and remote strictly ([tool.mypy] in pyproject.toml)
 "$VENV/bin/python" -m mypy --config-file pyproject.toml
-"$VENV/bin/python" -m pytest "$@"
+# both cores, one test file per worker (a file's fixtures — emulators, Ray, Spark — stay in one
+# process); PYTEST_WORKERS=0 runs in one process
+"$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

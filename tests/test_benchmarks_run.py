@@ -83,7 +83,7 @@ def test_report_describes_the_run(tiny: dict[str, Any]) -> None:
 
 
 def test_charts(tiny: dict[str, Any], tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a test dependency: its absence must fail, not skip)
     paths = _module().draw_charts(tiny, tmp_path, "run-tiny")
     assert [p.name for p in paths] == ["run-tiny-rows.png", "run-tiny-rss.png", "run-tiny-export.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)

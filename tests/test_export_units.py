@@ -30,7 +30,7 @@ def test_destination_forms_and_redaction():
     assert parse_destination("a/b.db").kind == "duckdb"
     assert parse_destination("postgres://h/db").kind == "postgres"
     assert parse_destination("some/folder").kind == "parquet"
-    with pytest.raises(ConfigurationError, match="unsupported destination scheme 's3'"):
+    with pytest.raises(ConfigurationError, match="only written to a local folder"):
         parse_destination("s3://bucket/x")
     url = "postgresql://me:p%40ss@h:5/db?sslmode=require&password=zzz"
     shown = redact_url(url)
