@@ -1,4 +1,4 @@
-"""One command for the performance targets of issue 12: the connector vs the official SDK 0.31.0.
+"""One command for the performance targets: the connector vs the official SDK 0.31.0.
 
 Run from the repository root (venv active)::
 
@@ -449,7 +449,7 @@ def _med(ms: list[dict[str, Any]], measure: str, client: str, field: str = "rows
 
 
 def targets(ms: list[dict[str, Any]], s: Sizes) -> list[dict[str, Any]]:
-    """The Targets table of issue 12, from the measurements."""
+    """The table of performance targets, from the measurements."""
     rows: list[dict[str, Any]] = []
 
     def add(measure: str, conn: float | None, sdk: float | None, unit: str, target: str,

@@ -73,7 +73,7 @@ def test_report_describes_the_run(tiny: dict[str, Any]) -> None:
     assert tiny["machine"]["nproc"] >= 1
     assert tiny["load"]["samples"] and all("load1" in s for s in tiny["load"]["samples"])
     assert tiny["emulator"]["latency_s"] > 0
-    # every row of the Targets table, each with a verdict where it was measured
+    # every row of the targets table, each with a verdict where it was measured
     targets = tiny["targets"]
     assert len(targets) == 11
     assert all(t["met"] in (True, False) for t in targets if t["connector"] is not None)

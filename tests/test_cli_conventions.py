@@ -1,4 +1,4 @@
-"""Command-line conventions (issue #13): `wandb-history` as a subprocess, like duckdb, dlt and aws.
+"""Command-line conventions: `wandb-history` as a subprocess, like duckdb, dlt and aws.
 
 Bare command and ``--version``; ``serve`` describing itself and printing the ``export`` lines and
 the projects it serves; ``sql -f FILE`` / ``-`` / piped stdin; output format from ``-o``'s

@@ -1,4 +1,4 @@
-"""A run's files and artifacts (issue #13): `Run.files()`, `logged_artifacts()`, `used_artifacts()`,
+"""A run's files and artifacts: `Run.files()`, `logged_artifacts()`, `used_artifacts()`,
 the emulator fields behind them, and the `wandb_files` / `wandb_artifacts` tables.
 
 The official SDK (0.31.0, in a subprocess, `PROBE`) and the connector (in process, the same `PROBE`)

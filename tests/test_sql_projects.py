@@ -1,4 +1,4 @@
-"""SQL over projects and local folders (issue #13): real HTTP to the emulator, real DuckDB, real
+"""SQL over projects and local folders: real HTTP to the emulator, real DuckDB, real
 `.wandb` files written by the official SDK.
 
 Each test reproduces one stumble of a new user: `wandb_history('entity/project')`, local folders in
