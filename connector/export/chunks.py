@@ -23,6 +23,7 @@ it yields a `HistoryChunk` without a table.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ def rewinds_of(plan: RunPlan) -> int:
     return prior + (plan.action == "rewound")
 
 
+def chunk_state(plan: RunPlan, options: ExportOptions, min_step: int, watermark: int) -> StreamState:
+    """The stream state a chunk of `plan` commits with its rows: the covered steps
+    ``[min_step, watermark]`` and what the plan and `options` say of the run."""
+    return StreamState(
+        plan.key, watermark=watermark, last_step=plan.last_step, line_count=plan.line_count,
+        run_state=plan.run.state, rewinds=rewinds_of(plan), keys=options.keys, layout=options.layout,
+        chunk_steps=plan.chunk_steps, min_step=min_step,
+    )  # fmt: skip
+
+
 def read_chunks(
     plan: RunPlan, options: ExportOptions, *, stop: threading.Event | None = None
 ) -> Iterator[HistoryChunk]:
@@ -63,14 +74,7 @@ def read_chunks(
     `Interrupted` before the next range or chunk."""
     run = plan.run
     columns = select_columns(run.history_keys, options.keys, unknown="skip")
-    rewinds = rewinds_of(plan)
-
-    def state(min_step: int, watermark: int) -> StreamState:
-        return StreamState(
-            plan.key, watermark=watermark, last_step=plan.last_step, line_count=plan.line_count,
-            run_state=run.state, rewinds=rewinds, keys=options.keys, layout=options.layout,
-            chunk_steps=plan.chunk_steps, min_step=min_step,
-        )  # fmt: skip
+    state = functools.partial(chunk_state, plan, options)
 
     for step_range in plan.ranges:
         if stop is not None and stop.is_set():

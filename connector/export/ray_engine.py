@@ -30,6 +30,7 @@ own worker process (``SIGKILL``) after fetching, so Ray's retry of a lost task i
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -45,8 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..errors import ConfigurationError
-from .checkpoint import StreamState
-from .chunks import HistoryChunk, read_chunks, rewinds_of
+from .chunks import HistoryChunk, chunk_state, read_chunks
 from .limiter import AimdLimiter
 from .plan import ExportOptions, RunPlan, StepRange
 from .sinks.base import Interrupted
@@ -297,18 +297,11 @@ class RayChunkReader:
         from ..remote.source import ApiSource
 
         self._start()
-        rewinds = rewinds_of(plan)
         run = plan.run
         if not isinstance(run.source, ApiSource):  # a local file or object: only the driver has it
             yield from read_chunks(plan, options, stop=stop)
             return
-
-        def state(min_step: int, watermark: int) -> StreamState:  # as read_chunks makes it
-            return StreamState(
-                plan.key, watermark=watermark, last_step=plan.last_step, line_count=plan.line_count,
-                run_state=run.state, rewinds=rewinds, keys=options.keys, layout=options.layout,
-                chunk_steps=plan.chunk_steps, min_step=min_step,
-            )  # fmt: skip
+        state = functools.partial(chunk_state, plan, options)
 
         for r in plan.ranges:
             if stop is not None and stop.is_set():
