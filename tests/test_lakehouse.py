@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -384,10 +385,10 @@ def s3_server(monkeypatch):
     env = {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
     }  # fmt: skip
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_S3_ALLOW_UNSAFE_RENAME", raising=False)  # commits rely on put-if-absent
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -479,13 +480,13 @@ def test_iceberg_export_to_s3_equals_duckdb(demo, tmp_path, s3_server):
         catalog.engine.dispose()
 
 
-def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(live_demo, tmp_path, s3_server):
-    need("pyiceberg", "iceberg")
+def kill_9_then_resume(live_demo: Any, tmp_path: Path, kind: str, to: str, target: str) -> None:
+    """A crash hook right before a commit, then two real kills mid-export, then a resume: each run
+    starts at once after the previous one died, and the end equals a clean export."""
     rows, states = duck_reference(live_demo, tmp_path)
-    to, target = s3_iceberg(tmp_path, "killed")
     live_demo.latency = 0.12
-    rng = random.Random("kill-iceberg-s3")
-    for crash in ("before-commit:3", None, None):  # a hook right before a commit, then two real kills
+    rng = random.Random(f"kill-{kind}-s3")
+    for crash in ("before-commit:3", None, None):
         env = cli_env(live_demo, WANDB_HISTORY_CRASH_AT=crash) if crash else cli_env(live_demo)
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],
@@ -495,14 +496,32 @@ def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(live_demo, tmp
             assert proc.wait(timeout=120) == 137
             continue
         time.sleep(rng.uniform(2.0, 4.0))
-        assert proc.poll() is None, "the export ended before the kill: make it slower"
+        assert proc.poll() is None, "the export ended before the kill: make it slower (or it found the destination busy)"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     live_demo.latency = 0.0
     proc = run_cli([*ARGS, "--to", to], cli_env(live_demo))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert canon(lake_history("iceberg", target)) == rows
-    assert lake_states("iceberg", target) == states
+    assert canon(lake_history(kind, target)) == rows
+    assert lake_states(kind, target) == states
+
+
+def test_iceberg_on_s3_kill_9_mid_export_then_resume_is_identical(live_demo, tmp_path, s3_server):
+    need("pyiceberg", "iceberg")
+    to, target = s3_iceberg(tmp_path, "killed")
+    kill_9_then_resume(live_demo, tmp_path, "iceberg", to, target)
+
+
+def test_delta_on_s3_kill_9_mid_export_then_resume_is_identical(live_demo, tmp_path, s3_server):
+    """Also the dead-pid takeover: each run after a kill finds the lease of the killed export (this
+    machine, pid gone) and takes it over at once, instead of waiting for its 60 s expiry."""
+    need("deltalake", "delta")
+    need("polars", "delta")
+    from connector.export.sinks.lease import LEASE_TABLE, Lease
+
+    kill_9_then_resume(live_demo, tmp_path, "delta", "delta+s3://lake/killed", "s3://lake/killed")
+    _, holder = Lease(f"s3://lake/killed/{LEASE_TABLE}").read()
+    assert holder.owner == ""  # the resume released it
 
 
 def test_iceberg_on_s3_needs_its_own_local_catalog(demo, tmp_path, s3_server):
@@ -539,6 +558,223 @@ def test_full_refresh_on_s3_replaces_the_runs_and_drops_its_staging(kind, demo, 
     assert canon(got) == rows
     assert lake_states(kind, target) == states
     assert not [k for k in s3_keys(s3_server, prefix) if "__refresh" in k]
+
+
+# -- Delta on S3: atomic commits and the destination lease ---------------------------------------
+
+
+def test_delta_on_s3_two_concurrent_writers_never_lose_a_commit(s3_server):
+    """What the lease and exactly-once rest on: delta-rs commits to S3 with put-if-absent (no
+    AWS_S3_ALLOW_UNSAFE_RENAME), so two writers racing for the same versions never overwrite each
+    other's commit: each append lands in its own version."""
+    deltalake = need("deltalake", "delta")
+    assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in os.environ
+    uri, n = "s3://lake/race", 12
+    deltalake.write_deltalake(uri, pa.table({"writer": [-1], "i": [-1]}))
+    barrier, errors = threading.Barrier(2), []
+
+    def append(writer: int) -> None:
+        barrier.wait()
+        for i in range(n):
+            try:
+                deltalake.write_deltalake(uri, pa.table({"writer": [writer], "i": [i]}), mode="append")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    table = deltalake.DeltaTable(uri)
+    assert table.version() == 2 * n
+    rows = table.to_pyarrow_table().to_pylist()
+    assert len(rows) == 2 * n + 1
+    for w in range(2):
+        assert sorted(r["i"] for r in rows if r["writer"] == w) == list(range(n))
+
+
+def test_delta_on_s3_refuses_unsafe_rename(demo, tmp_path, s3_server):
+    """AWS_S3_ALLOW_UNSAFE_RENAME would let two commits of one version both succeed: refused before
+    any request or write, saying what to do instead."""
+    need("deltalake", "delta")
+    demo.reset_counters()
+    proc = run_cli([*ARGS, "--to", "delta+s3://lake/unsafe"], cli_env(demo, AWS_S3_ALLOW_UNSAFE_RENAME="true"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    message = " ".join(proc.stderr.split())
+    assert "AWS_S3_ALLOW_UNSAFE_RENAME" in message and "unset it" in message, message
+    assert demo.counters()["requests"] == 0
+    assert not s3_keys(s3_server, "unsafe/")
+
+
+def test_delta_lease_commits_at_one_version_cannot_both_win(s3_server):
+    """Two acquirers that read the same version: one commits, the other's commit fails (a metadata
+    commit with no retries). Then acquirers racing in threads: exactly one wins, on a new lease
+    table and on a free one."""
+    need("deltalake", "delta")
+    from connector.export.sinks.lease import Holder, Lease
+
+    uri = "s3://lake/lease/_wandb_export_lock"
+    a, b = Lease(uri), Lease(uri)
+    assert a._commit(None, a._record())
+    assert a._commit(0, a._record())
+    assert not b._commit(0, b._record())  # b read version 0 too: version 1 is a's
+    assert Lease(uri).read()[1].owner == a.owner
+    assert a._commit(1, Holder())  # free again
+    for where in (uri, "s3://lake/fresh/_wandb_export_lock"):  # a free lease, and no lease table yet
+        won, busy = race_to_acquire(where, 4)
+        assert len(won) == 1 and len(busy) == 3, where
+        assert Lease(where).read()[1].owner == won[0].owner
+        won[0].release()
+        assert Lease(where).read()[1].owner == ""
+
+
+def race_to_acquire(uri: str, n: int) -> tuple[list[Any], list[Any]]:
+    """`n` leases acquiring `uri` at once, in threads: (those that won, those refused as busy)."""
+    from connector.errors import DestinationBusyError
+    from connector.export.sinks.lease import Lease
+
+    barrier = threading.Barrier(n)
+    won: list[Any] = []
+    busy: list[Any] = []
+
+    def take(lease: Lease) -> None:
+        barrier.wait()
+        try:
+            won.append(lease.acquire())
+        except DestinationBusyError:
+            busy.append(lease)
+
+    threads = [threading.Thread(target=take, args=(Lease(uri),)) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, busy
+
+
+def test_delta_lease_heartbeat_renews_and_a_takeover_stops_the_holder(s3_server):
+    need("deltalake", "delta")
+    from connector.errors import DestinationBusyError
+    from connector.export.sinks.lease import Lease
+
+    uri = "s3://lake/beat/_wandb_export_lock"
+    lease = Lease(uri, ttl=4, heartbeat=0.5).acquire()
+    first_version, first_expiry = lease.version, lease.expires_at
+    time.sleep(2.0)
+    version, holder = Lease(uri).read()
+    assert version is not None and first_version is not None and version >= first_version + 2
+    assert holder.owner == lease.owner and holder.expires_at > first_expiry
+    lease.check()
+    # another export takes the lease over (as it may once the lease expired): the holder notices
+    # at its next renewal and stops committing
+    other = Lease(uri)
+    deadline = time.monotonic() + 10
+    while not other._commit(Lease(uri).read()[0], other._record()):  # the heartbeat may commit first
+        assert time.monotonic() < deadline
+    deadline = time.monotonic() + 10
+    while not lease.lost:
+        assert time.monotonic() < deadline, "the holder did not notice the takeover"
+        time.sleep(0.1)
+    with pytest.raises(DestinationBusyError, match="lost its lease"):
+        lease.check()
+    lease.release()  # does not free the other export's lease
+    assert Lease(uri).read()[1].owner == other.owner
+
+
+def test_second_delta_export_on_s3_fails_at_once_while_the_first_holds_the_lease(make_emulator, tmp_path, s3_server):
+    """The second export (of another project: any row it wrote would show) fails at once with the
+    busy error (exit 4, as for a locked folder) and writes nothing; the first one finishes and
+    equals a clean export."""
+    need("deltalake", "delta")
+    need("polars", "delta")
+    from connector.export.sinks.lease import LEASE_TABLE, Lease
+
+    emu = make_emulator([*demo_runs(), *synthetic_runs("acme/vision:runs=2,steps=400,keys=4,seed=5")], service=live_pages_service())
+    rows, states = duck_reference(emu, tmp_path)
+    to, target = "delta+s3://lake/busy", "s3://lake/busy"
+    lease = Lease(f"{target}/{LEASE_TABLE}")
+    emu.latency = 0.3
+    first = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],
+        cwd=ROOT, env=cli_env(emu), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while lease.read()[1].pid != first.pid:
+            assert first.poll() is None and time.monotonic() < deadline, "the first export never took the lease"
+            time.sleep(0.2)
+        started = time.monotonic()
+        proc = run_cli(["acme/vision", *ARGS[1:], "--to", to], cli_env(emu))
+        elapsed = time.monotonic() - started
+        assert first.poll() is None, "the first export ended before the second started: make it slower"
+    finally:
+        emu.latency = 0.0
+        _, err = first.communicate(timeout=300)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    message = " ".join(proc.stderr.split())
+    assert "another export is writing into s3://lake/busy" in message and f"pid {first.pid}" in message, message
+    assert elapsed < 20, elapsed  # no waiting for the lease
+    assert first.returncode == 0, err[-2000:]
+    assert canon(lake_history("delta", target)) == rows  # no row of acme/vision
+    assert lake_states("delta", target) == states
+    assert {r["project"] for r in lake_history("delta", target, "runs").to_pylist()} == {"mnist"}
+    assert lease.read()[1].owner == ""  # released at the end
+
+
+def test_delta_on_s3_ctrl_c_releases_the_lease(live_demo, tmp_path, s3_server):
+    """An interrupted export frees its lease on the way out: anyone, on any machine, may go on."""
+    need("deltalake", "delta")
+    from connector.export.sinks.lease import LEASE_TABLE, Lease
+
+    lease = Lease(f"s3://lake/interrupted/{LEASE_TABLE}")
+    live_demo.latency = 0.12
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", "delta+s3://lake/interrupted"],
+        cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while lease.read()[1].pid != proc.pid:
+        assert proc.poll() is None and time.monotonic() < deadline, "the export never took the lease"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    live_demo.latency = 0.0
+    assert proc.returncode != 0
+    assert lease.read()[1].owner == ""
+
+
+def test_delta_lease_of_another_machine_is_refused_until_it_expires(demo, tmp_path, s3_server):
+    """A lease held on another machine is not taken over while it lasts (its pid means nothing
+    here), not even by a dead-looking pid; a dry run reads without it; once expired it is taken."""
+    need("deltalake", "delta")
+    need("polars", "delta")
+    from connector.export.sinks.lease import LEASE_TABLE, Holder, Lease
+
+    rows, states = duck_reference(demo, tmp_path)
+    to, target = "delta+s3://lake/foreign", "s3://lake/foreign"
+    lease = Lease(f"{target}/{LEASE_TABLE}")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no process of this machine has
+    now = time.time()
+    foreign = Holder("their-uuid", "elsewhere", "elsewhere/boot-id/pid:[1]", gone.pid, now, now + 120)
+    assert lease._commit(None, foreign)
+    proc = run_cli([*ARGS, "--to", to], cli_env(demo))
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert f"pid {gone.pid} on elsewhere" in " ".join(proc.stderr.split()), proc.stderr[-2000:]
+    assert [k for k in s3_keys(s3_server, "foreign/") if not k.startswith(f"foreign/{LEASE_TABLE}/")] == []
+    proc = run_cli([*ARGS, "--dry-run", "--to", to], cli_env(demo))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert lease.read() == (0, foreign)
+    expired = Holder("their-uuid", "elsewhere", foreign.node, gone.pid, now - 120, time.time() - 1)
+    assert lease._commit(0, expired)
+    proc = run_cli([*ARGS, "--to", to], cli_env(demo))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert canon(lake_history("delta", target)) == rows
+    assert lake_states("delta", target) == states
+    assert lease.read()[1].owner == ""
 
 
 def test_lakehouse_modules_import_without_their_extras():

@@ -10,6 +10,7 @@ holding one Delta table per exported table::
     PATH/runs/...                        one row per run (RUNS_SCHEMA), merged at the end
     PATH/_wandb_export_state/...         a snapshot of the checkpoints (see below)
     PATH/.wandb-export.lock              local folders: one export at a time
+    PATH/_wandb_export_lock/_delta_log/  object stores: the same, as a lease (see below)
 
 **Exactly once.** Each chunk is **one Delta commit**: a ``MERGE`` on ``(entity, project, run_id,
 _step)`` (``_timestamp`` for system metrics, plus ``key`` in the long layout; the chunk's columns
@@ -38,14 +39,29 @@ predicate=<those runs>, schema_mode="merge")`` (the staged rows streamed in; a p
 with that predicate when none were staged), carrying the new states; other runs' rows are never
 rewritten away. Staging tables are dropped with their files afterwards.
 
-On S3 there is no destination lock: run one export at a time per destination (Delta's own commit
-protocol still protects the table). S3 settings come from the environment (``AWS_ACCESS_KEY_ID``,
-``AWS_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP`` for a local server...), as delta-rs reads
-them, or from ``storage_options`` (delta-rs keys) when the sink is built from Python.
+**One export at a time.** A local folder is locked with ``.wandb-export.lock``. In an object store
+(``delta+s3://``) an export holds the **lease** ``PATH/_wandb_export_lock``
+(`connector.export.sinks.lease`): a data-free Delta table whose record is changed only by commits
+conditioned on the version read, which delta-rs stores with an atomic put-if-absent. The lease lasts
+60 s and is renewed every 15 s; it is released at the end (also after an error or Ctrl-C). Another
+export meanwhile fails at once with `DestinationBusyError` (exit code 4, as for a locked folder). A
+lease left by a killed export on the same machine (its pid is gone) is taken over at once, so a
+resume after ``kill -9`` goes ahead; one held on another machine, once it expired. Read-only opens
+(``--dry-run``) take no lease. Each commit checks first that the lease is still held and fresh.
+
+S3 settings come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
+``AWS_ALLOW_HTTP`` for a local server...), as delta-rs reads them, or from ``storage_options``
+(delta-rs keys) when the sink is built from Python. ``AWS_S3_ALLOW_UNSAFE_RENAME`` is refused for
+writing (`ConfigurationError`, exit code 2): it is delta-rs's documented opt-out of safe concurrent
+writes (a commit by a plain, overwriting rename), and then two commits of one version (of the data
+or of the lease) may both "succeed" and one is lost. It is not needed on S3 or on servers with
+conditional writes (MinIO, moto...); for a store without them use delta-rs's DynamoDB locking
+(``AWS_S3_LOCKING_PROVIDER=dynamodb``).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Sequence
@@ -54,6 +70,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ...errors import ConfigurationError
 from ..tables import RUN_COLUMNS, RUNS_TABLE, STATE_TABLE
 from .lake import (
     DATA_TABLES,
@@ -71,6 +88,10 @@ from .lake import (
     safe_names,
     target_table,
 )
+from .lease import LEASE_TABLE, Lease
+
+#: The delta-rs setting that lets it commit to S3 without an atomic put-if-absent.
+UNSAFE_RENAME = "AWS_S3_ALLOW_UNSAFE_RENAME"
 
 
 def need_deltalake() -> Any:
@@ -139,14 +160,40 @@ class DeltaSink(LakeSink):
     def __init__(self, target: str, *, storage_options: dict[str, str] | None = None, **options: Any) -> None:
         """`options`: those of `LakeSink` (``layout``, ``full_refresh``, ``checkpoint``, ``read_only``)."""
         self.storage_options = storage_options
-        super().__init__(target, **options)
+        self.lease: Lease | None = None
+        try:
+            super().__init__(target, **options)
+        except BaseException:
+            self._release()
+            raise
 
     def _open(self, target: str) -> None:
         self.deltalake = need_deltalake()
         self.root = target.rstrip("/") or target
         if not is_remote(self.root):
             self._open_folder(Path(self.root), "a Delta destination is a folder of tables")
+        elif not self.read_only:
+            self._refuse_unsafe_rename()
+            lease = Lease(table_uri(self.root, LEASE_TABLE), storage_options=self.storage_options, display=self.display)
+            self.lease = lease.acquire()
         self._load()
+
+    def _refuse_unsafe_rename(self) -> None:
+        """Raise `ConfigurationError` when delta-rs would commit to S3 unsafely (the module docstring)."""
+        given = [v for k, v in (self.storage_options or {}).items() if k.upper() == UNSAFE_RENAME]
+        value = given[0] if given else os.environ.get(UNSAFE_RENAME, "")
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            raise ConfigurationError(
+                f"{self.display}: {UNSAFE_RENAME}={value} opts delta-rs out of safe concurrent commits "
+                "(no atomic put-if-absent), so two commits of one version can both succeed and one is lost (rows, "
+                "watermarks, the destination's lease). S3 and servers with conditional writes (MinIO, "
+                "moto) do not need it: unset it. For a store without them, use AWS_S3_LOCKING_PROVIDER=dynamodb"
+            )
+
+    def _release(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     # -- tables ----------------------------------------------------------------------------------
     def _table(self, name: str) -> Any:
@@ -171,6 +218,10 @@ class DeltaSink(LakeSink):
         return table.version() if table is not None else None
 
     def _commit_properties(self, doc: str) -> Any:
+        """The properties of a commit carrying `doc`; every commit asks here, so the lease is
+        checked here (a lost or stale lease stops the export before it commits)."""
+        if self.lease is not None:
+            self.lease.check()
         return self.deltalake.CommitProperties(custom_metadata={META_KEY: doc})
 
     # -- states ----------------------------------------------------------------------------------
@@ -239,6 +290,8 @@ class DeltaSink(LakeSink):
 
     def _drop(self, name: str) -> None:
         uri = table_uri(self.root, name)
+        if self.lease is not None:
+            self.lease.check()
         if not is_remote(uri):
             shutil.rmtree(uri, ignore_errors=True)
             return
