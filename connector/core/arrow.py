@@ -34,6 +34,7 @@ A column never changes type during a scan; `_extra` is where a late value of ano
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -216,12 +217,18 @@ class SchemaPlan:
         Leaves of a level are placed before deeper levels, so a literal dotted key wins over a
         nested path that flattens to the same name; the loser goes to `_extra`.
         """
-        present = [p for p in parents if p is not None]
-        keys = sorted(set().union(*present)) if present else []
+        columns = _transposed(parents)
+        if columns is not None:
+            keys = sorted(columns)
+        else:
+            present = [p for p in parents if p is not None]
+            keys = sorted(set().union(*present)) if present else []
         deeper: list[tuple[str, list[Any]]] = []
         for key in keys:
             name = prefix + key
-            if prefix:
+            if columns is not None:
+                values = columns[key]
+            elif prefix:
                 values = [p.get(key) if p is not None else None for p in parents]
             else:
                 values = [p.get(key) for p in parents]
@@ -263,6 +270,28 @@ class SchemaPlan:
             else:
                 extra.setdefault(i, {})[name] = value
         existing_types.update(kinds)  # the caller's set, updated in place
+
+def _transposed(parents: list[Any]) -> dict[str, list[Any]] | None:
+    """The values of each key when every parent is a dict with the same keys (the usual page:
+    every row logs the same metrics), transposed in C; None otherwise.
+
+    >>> _transposed([{"a": 1, "b": 2}, {"b": 4, "a": 3}])
+    {'a': [1, 3], 'b': [2, 4]}
+    >>> _transposed([{"a": 1}, {"b": 2}]) is None, _transposed([{"a": 1}, None]) is None
+    (True, True)
+    """
+    if not parents or parents[0].__class__ is not dict:
+        return None
+    keys = list(parents[0])
+    width = len(keys)
+    if width < 2 or any(p.__class__ is not dict or len(p) != width for p in parents):
+        return None
+    try:
+        rows = list(map(operator.itemgetter(*keys), parents))
+    except KeyError:  # same size, other keys
+        return None
+    return {key: list(values) for key, values in zip(keys, zip(*rows, strict=True), strict=True)}
+
 
 def _column(
     name: str, kind: str, values: list[Any], kinds: set[type], extra: dict[int, dict[str, Any]]
