@@ -16,9 +16,17 @@ import pyarrow as pa
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_export_support import assert_equals_scans, same_value  # noqa: E402
+from test_export_support import (  # noqa: E402
+    assert_equals_scans,
+    assert_none_left,
+    interrupt_cli,
+    marked_env,
+    processes_marked,
+    same_value,
+)
 
 from connector.emulator import FaultSpec  # noqa: E402
+from connector.export.tasks import KILL_ONCE_ENV  # noqa: E402
 from connector.remote.transport import RetryPolicy  # noqa: E402
 from tests.conftest import live_pages_service  # noqa: E402
 
@@ -200,10 +208,10 @@ def test_ray_export_survives_a_worker_killed_mid_task(ray_cluster, make_emulator
     api = Api(api_key=emu.api_key, base_url=emu.base_url)
     flag = tmp_path / "kill-once"
     flag.write_text("1")
-    monkeypatch.setenv(_ray_export_module().KILL_ONCE_ENV, str(flag))
+    monkeypatch.setenv(KILL_ONCE_ENV, str(flag))
     got = export("e/p", str(tmp_path / "ray.duckdb"), api=api, chunk_steps=400, engine="ray")
     assert not flag.exists()  # a worker did die mid-task
-    monkeypatch.delenv(_ray_export_module().KILL_ONCE_ENV)
+    monkeypatch.delenv(KILL_ONCE_ENV)
     assert got.ok, got.failed
     ref = export("e/p", str(tmp_path / "ref.duckdb"), api=api, chunk_steps=400)
     assert got.rows == ref.rows == 4500
@@ -271,8 +279,162 @@ def test_ray_export_reads_local_runs_on_the_driver(ray_cluster, tmp_path):
     assert snapshot("duckdb", str(tmp_path / "ray.duckdb")) == snapshot("duckdb", str(tmp_path / "ref.duckdb"))
 
 
-def test_engine_ray_without_ray_is_a_configuration_error(tmp_path, emulator):
-    """Ray absent (its import fails): one line naming the extra, exit 2, nothing written."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's processes through /proc")
+def test_ray_export_ctrl_c_exits_130_leaves_nothing_running_and_resumes(make_emulator, tmp_path):
+    """``wandb-history export --engine ray`` (its own local cluster) interrupted by Ctrl-C, first
+    while Ray is starting, then mid-export: exit 130 with what was committed and the command that
+    resumes, only whole chunks at the destination, no Ray process left; the resume equals a clean export."""
+    import re
+    import shlex
+
+    import duckdb
+    from test_export_support import run_cli, snapshot
+
+    pytest.importorskip("ray", reason="Ray is not installed: pip install '.[ray]'")
+    from connector import Api
+    from connector.emulator.demo_runs import demo_runs
+    from connector.export import export
+
+    emu = make_emulator(demo_runs(), service=live_pages_service())
+    ref = str(tmp_path / "ref.duckdb")
+    assert export("demo/mnist", ref, api=Api(api_key=emu.api_key, base_url=emu.base_url), chunk_steps=700).ok
+    dest = str(tmp_path / "sigint.duckdb")
+    args = ["demo/mnist", "--to", dest, "--chunk-steps", "700", "--concurrency", "2", "--page-size", "100",
+            "--engine", "ray"]  # fmt: skip
+    env, marker = marked_env(emu)
+
+    def ray_starting() -> bool:
+        """The raylet is up and starting its agents: ray.init() has not returned yet."""
+        return any("raylet" in p for p in processes_marked(marker))
+
+    # 1. while ray.init() is starting the cluster's processes
+    code, _, err = interrupt_cli(args, env, ray_starting)
+    assert code == 130, err[-2000:]
+    assert "interrupted before the export started; nothing was committed" in err, err[-2000:]
+    assert_none_left(marker)
+    assert not Path(dest).exists()
+
+    # 2. mid-export, after commits (~95 history pages in all)
+    emu.latency = 0.05
+    try:
+        code, _, err = interrupt_cli(
+            args, env, lambda: emu.counters()["by_field"].get("history", {}).get("requests", 0) >= 60
+        )
+    finally:
+        emu.latency = 0.0
+    assert code == 130, err[-2000:]
+    m = re.search(r"^interrupted: committed ([\d,]+) rows? in ([\d,]+) chunks? .*; nothing committed was lost$", err, re.M)
+    assert m, err[-2000:]
+    con = duckdb.connect(dest, read_only=True)
+    try:
+        rows = con.execute("SELECT count(*) FROM history").fetchall()[0][0]
+    finally:
+        con.close()
+    assert 0 < rows == int(m.group(1).replace(",", "")) < 9_500  # whole chunks, what the message says
+    resume = re.search(r"^resume with: (.*)$", err, re.M)
+    assert resume and resume.group(1) == "wandb-history export " + shlex.join(args)
+    assert_none_left(marker)
+
+    # 3. the printed command resumes it
+    proc = run_cli(shlex.split(resume.group(1))[2:], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert snapshot("duckdb", dest) == snapshot("duckdb", ref)
+    assert_none_left(marker)
+
+
+def test_ray_dry_run_prints_the_local_plan_without_starting_ray(emulator, tmp_path):
+    """``--dry-run --engine ray`` prints the plan of ``--dry-run``, and no Ray process ever starts."""
+    import subprocess
+    import time
+
+    import psutil
+    from test_export_support import ROOT, run_cli
+
+    pytest.importorskip("ray", reason="Ray is not installed: pip install '.[ray]'")
+    dest = str(tmp_path / "plan.duckdb")
+    args = ["test/synthetic", "--to", dest, "--chunk-steps", "700", "--dry-run"]
+    env, marker = marked_env(emulator)
+    local = run_cli(args, env)
+    assert local.returncode == 0, local.stderr[-2000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "export", *args, "--engine", "ray"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: set[str] = set()
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            seen.update(child.name() for child in parent.children(recursive=True))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-2000:]
+    assert out == local.stdout and out.startswith("plan: export to ")
+    assert not seen, f"a dry run started processes: {sorted(seen)}"
+    assert not processes_marked(marker) and not Path(dest).exists()
+
+
+def test_request_limiter_reclaims_a_slot_its_holder_never_gave_back():
+    """A holder that takes the only slot and dies (never releases) costs the slot for one lease."""
+    import asyncio
+    import time
+
+    from connector.engines.ray import RequestLimiter
+
+    async def scenario() -> tuple[float, dict[str, int], dict[str, int]]:
+        lim = RequestLimiter(1, lease_s=0.3)
+        lost = await lim.acquire()  # its holder dies here
+        start = time.monotonic()
+        second = await asyncio.wait_for(lim.acquire(), timeout=10)
+        waited = time.monotonic() - start
+        after_reclaim = await lim.stats()
+        await lim.release(lost)  # a late release of the reclaimed lease frees nothing
+        assert (await lim.stats())["in_flight"] == 1
+        await lim.release(second)
+        return waited, after_reclaim, await lim.stats()
+
+    waited, after_reclaim, end = asyncio.run(scenario())
+    assert 0.25 <= waited < 5, waited
+    assert after_reclaim["in_flight"] == 1 and after_reclaim["reclaimed"] == 1, after_reclaim
+    assert end["in_flight"] == 0 and end["limit"] == 1 and end["requests"] == 2, end
+
+
+def test_ray_read_after_a_task_killed_holding_the_only_slot(ray_cluster, make_emulator, api_key):
+    """A Ray task killed (SIGKILL) inside its slot of a `RequestLimiter` with one slot: the slot
+    comes back after the lease, and a dataset read through that limiter returns every row."""
+    import signal
+
+    import connector.engines.ray as engine
+    from connector import Api
+
+    emu = make_emulator("e/p:runs=2,steps=300,keys=4,seed=7")
+    api = Api(api_key=api_key, base_url=emu.base_url)
+    limiter = engine._limiter_actor_class().remote(1, lease_s=1.0)
+
+    def take_a_slot_and_die(actor: Any) -> None:
+        with engine.ActorGate(actor).slot():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(ray_cluster.exceptions.RayError):
+        ray_cluster.get(ray_cluster.remote(max_retries=0)(take_a_slot_and_die).remote(limiter), timeout=60)
+    assert ray_cluster.get(limiter.stats.remote())["in_flight"] == 1  # the dead task's slot
+    lease = ray_cluster.get(limiter.acquire.remote(), timeout=30)  # without leases: never
+    ray_cluster.get(limiter.release.remote(lease))
+    runs = engine.list_runs("e/p", api=api)
+    plan = engine.plan_partitions(runs, partition_steps=100)
+    credentials = engine.Credentials(api.settings.base_url, api.settings.api_key)
+    ds = ray_cluster.data.read_datasource(engine._datasource_class()(plan, credentials, limiter, 2))
+    assert_equals_scans(_ray_table(ds), api, emu.paths())
+    stats = ray_cluster.get(limiter.stats.remote())
+    assert stats["reclaimed"] == 1 and stats["in_flight"] == 0 and stats["peak_in_flight"] == 1, stats
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_engine_ray_without_ray_is_a_configuration_error(tmp_path, emulator, dry_run):
+    """Ray absent (its import fails): one line naming the extra, exit 2, nothing written (a dry
+    run too: it checks the engine, though it starts none)."""
     import subprocess
 
     from test_export_support import ROOT, cli_env
@@ -284,7 +446,8 @@ def test_engine_ray_without_ray_is_a_configuration_error(tmp_path, emulator):
     )
     dest = tmp_path / "d.duckdb"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "export", "test/synthetic", "--to", str(dest), "--engine", "ray"],
+        [sys.executable, "-c", code, "export", "test/synthetic", "--to", str(dest), "--engine", "ray",
+         *(["--dry-run"] if dry_run else [])],
         cwd=ROOT, env=cli_env(emulator), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr

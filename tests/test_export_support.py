@@ -197,3 +197,67 @@ def cli_env(emu: Any, **extra: str) -> dict[str, str]:
     env.update({"WANDB_API_KEY": emu.api_key, "WANDB_BASE_URL": emu.base_url, "PYTHONPATH": str(ROOT)})
     env.update(extra)
     return env
+
+
+# -- processes started by an export, and Ctrl-C -------------------------------------------------
+
+def processes_marked(marker: str) -> list[str]:
+    """The live processes whose environment holds `marker` (Linux ``/proc``): the CLI started with
+    it in its environment, and every process it started (Ray's, worker processes), which inherit that environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (entry / "environ").read_bytes():
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited, not yet reaped
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            found.append(f"{entry.name} {command}")
+        except OSError:
+            continue
+    return found
+
+
+def assert_none_left(marker: str, grace: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + grace
+    while (left := processes_marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not left, f"processes left running: {left}"
+
+
+def marked_env(emu: Any) -> tuple[dict[str, str], str]:
+    import uuid
+
+    marker = f"wandb-history-test-{uuid.uuid4().hex}"
+    env = cli_env(emu, WANDB_HISTORY_TEST_MARK=marker)
+    env.pop("RAY_ADDRESS", None)  # with --engine ray the CLI starts its own local cluster, as a user's does
+    return env, marker
+
+
+def interrupt_cli(args: list[str], env: dict[str, str], when: Any, timeout: float = 120) -> tuple[int, str, str]:
+    """Run the CLI in its own process group, send SIGINT to the group (what Ctrl-C in a terminal
+    does) once `when()` is true; its exit status, stdout, stderr."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "export", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and not when() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the export ended before the interrupt: {proc.communicate()[1][-2000:]}"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err

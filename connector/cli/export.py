@@ -99,8 +99,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     p.add_argument("--running-lag", type=int, default=OptionDefault("running_lag"), metavar="STEPS", help="steps re-read for running runs (default %(default)s)")
     p.add_argument("--page-size", type=int, default=OptionDefault("page_size"), help="rows per API page (default %(default)s)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="who fetches and decodes the chunks: this process (local, default) or Ray tasks (ray: "
+    p.add_argument("--engine", choices=("local", "processes", "ray"), default="local",
+                   help="who fetches and decodes the chunks: this process (local, default), one worker process per "
+                   "CPU (processes: uses every core) or Ray tasks (ray: "
                    "pip install 'wandb-history-connector[ray]'; RAY_ADDRESS or a local cluster); "
                    "writes and checkpoints stay in this process")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (failed runs and errors are still printed)")

@@ -35,7 +35,9 @@ How it reads
   actor (`RequestLimiter`, an AIMD limiter like the exporter's: at most ``max_requests`` requests in
   flight across the whole cluster, halved on 429/503 with a shared cool-down, +1 after a window of
   successes). ``concurrency`` (Ray tasks running at once) bounds it too: each task has at most
-  ``page_concurrency`` requests in flight.
+  ``page_concurrency`` requests in flight. A slot is a lease: one held by a task that was killed or
+  cancelled mid-request returns to the pool after ``LEASE_S`` seconds, so lost workers never shrink
+  the limit for the rest of the read.
 
 Credentials: the API key resolves on the driver as `connector.Api` does (argument, then
 ``WANDB_API_KEY``, ``~/.netrc``) and travels to the workers inside the read tasks (never printed:
@@ -50,7 +52,6 @@ import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ from ..core.columns import (
 from ..core.runpath import is_project_path
 from ..core.scan import DEFAULT_PAGE_SIZE
 from ..errors import ConfigurationError
+from ..remote.leases import LEASE_S, ActorGate, Leases
 
 if TYPE_CHECKING:
     import ray.data
@@ -391,13 +393,16 @@ class RequestLimiter:
 
     Same rules as `connector.export.limiter.AimdLimiter`: at most `maximum` in flight; a 429/503
     halves the limit (floor 1) and makes every caller wait out one shared cool-down; `limit`
-    successes in a row add one slot back.
+    successes in a row add one slot back. A slot is a lease (`connector.remote.leases.Leases`):
+    ``acquire()`` returns it, ``release(lease)`` gives it back, and a slot whose task was killed or
+    cancelled while holding it returns to the pool after `lease_s` seconds.
     """
 
-    def __init__(self, maximum: int, cooldown: float = 0.5) -> None:
+    def __init__(self, maximum: int, cooldown: float = 0.5, lease_s: float = LEASE_S) -> None:
         self.maximum = self.limit = maximum
         self.cooldown = cooldown
-        self.in_flight = self.peak_in_flight = self.throttles = self.requests = 0
+        self.in_flight = self.peak_in_flight = self.throttles = 0
+        self.leases = Leases(lease_s)
         self._successes = 0
         self._resume_at = 0.0
         self._last_cut = -1e9
@@ -408,10 +413,16 @@ class RequestLimiter:
             self._cond = asyncio.Condition()
         return self._cond
 
-    async def acquire(self) -> None:
+    def _reap(self) -> None:
+        lost = self.leases.expire()
+        if lost:
+            self.in_flight = max(0, self.in_flight - lost)
+
+    async def acquire(self) -> int:
         cond = self._condition()
         async with cond:
             while True:
+                self._reap()
                 wait = self._resume_at - time.monotonic()
                 if wait <= 0 and self.in_flight < self.limit:
                     break
@@ -420,14 +431,15 @@ class RequestLimiter:
                 except TimeoutError:
                     pass
             self.in_flight += 1
-            self.requests += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return self.leases.take()
 
-    async def release(self) -> None:
+    async def release(self, lease: int) -> None:
         cond = self._condition()
         async with cond:
-            self.in_flight = max(0, self.in_flight - 1)
-            cond.notify_all()
+            if self.leases.give_back(lease):
+                self.in_flight = max(0, self.in_flight - 1)
+                cond.notify_all()
 
     async def on_success(self) -> None:
         cond = self._condition()
@@ -453,7 +465,8 @@ class RequestLimiter:
     async def stats(self) -> dict[str, int]:
         return {
             "maximum": self.maximum, "limit": self.limit, "in_flight": self.in_flight,
-            "peak_in_flight": self.peak_in_flight, "throttles": self.throttles, "requests": self.requests,
+            "peak_in_flight": self.peak_in_flight, "throttles": self.throttles, "requests": self.leases.taken,
+            "reclaimed": self.leases.reclaimed,
         }  # fmt: skip
 
 
@@ -461,29 +474,6 @@ class RequestLimiter:
 def _limiter_actor_class() -> Any:
     ray = _need_ray()
     return ray.remote(num_cpus=0, max_concurrency=1000)(RequestLimiter)
-
-
-class ActorGate:
-    """An `connector.remote.transport.AttemptGate` whose slots come from a `RequestLimiter` actor."""
-
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        import ray
-
-        ray.get(self.actor.acquire.remote())
-        try:
-            yield
-        finally:
-            self.actor.release.remote()
-
-    def on_throttle(self, retry_after: float | None) -> None:
-        self.actor.on_throttle.remote(retry_after)
-
-    def on_success(self) -> None:
-        self.actor.on_success.remote()
 
 
 def _read_task(

@@ -18,6 +18,11 @@ attempt (retries included) take a slot; tenacity's backoff sleeps happen outside
 >>> for _ in range(2): lim.on_success()
 >>> lim.limit
 3
+
+When the slots are handed out to other processes (Ray workers, through one actor), a holder can die
+without giving its slot back: `Leases` makes such a slot a lease that expires after `LEASE_S`, and
+`ActorGate` is the gate of a worker whose slots come from such an actor (both in
+`connector.remote.leases`, where the Ray reader finds them too).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from ..remote.leases import LEASE_S, ActorGate, Leases
 
 
 class AimdLimiter:
@@ -96,3 +103,6 @@ class AimdLimiter:
             "peak_in_flight": self.peak_in_flight,
             "throttles": self.throttles,
         }
+
+
+__all__ = ["LEASE_S", "ActorGate", "AimdLimiter", "Leases"]

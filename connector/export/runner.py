@@ -205,15 +205,23 @@ class Exporter:
         self.states: dict[StateKey, StreamState] = {}
         self.live_states: dict[StateKey, StreamState] = {}
         self.sink: Sink | None = None
-        # The one seam between engines: "the chunks of this plan", read in-process or by Ray tasks
-        # (`connector.export.ray_engine`); writes and commits stay here, in the same order.
+        # The one seam between engines: "the chunks of this plan", read in-process, by worker
+        # processes (`connector.export.process_engine`) or by Ray tasks (`connector.export.ray_engine`);
+        # writes and commits stay here, in the same order.
         self.read_chunks: Any = read_chunks
         if engine == "ray":
-            from .ray_engine import RayChunkReader
+            from .ray_engine import RayChunkReader, ray_installed
 
-            self.read_chunks = RayChunkReader(self.api_factory, concurrency=options.concurrency, retry=retry)
-        elif engine != "local":
-            raise ConfigurationError(f"engine must be 'local' or 'ray', got {engine!r}")
+            if options.dry_run:  # a plan reads no chunk: check the engine, start no cluster
+                ray_installed()
+            else:
+                self.read_chunks = RayChunkReader(self.api_factory, concurrency=options.concurrency, retry=retry)
+        elif engine == "processes" and not options.dry_run:
+            from .process_engine import ProcessChunkReader
+
+            self.read_chunks = ProcessChunkReader(self.api_factory, concurrency=options.concurrency, retry=retry)
+        elif engine not in ("local", "processes"):
+            raise ConfigurationError(f"engine must be 'local', 'processes' or 'ray', got {engine!r}")
 
     # -- entry point -----------------------------------------------------------------------------
     def run(self) -> ExportSummary:
@@ -248,7 +256,7 @@ class Exporter:
             api = self.api_factory()
             self.summary.requests = api.transport.stats["requests"]
             self.summary.retries = api.transport.stats["retries"]
-        if self.read_chunks is not read_chunks:  # the Ray tasks' requests, and their shared limiter
+        if self.read_chunks is not read_chunks:  # the tasks' requests, and their shared limiter
             self.summary.requests += self.read_chunks.stats["requests"]
             self.summary.retries += self.read_chunks.stats["retries"]
             self.summary.limiter = self.read_chunks.limiter_stats() or self.summary.limiter
