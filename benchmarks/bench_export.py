@@ -98,11 +98,16 @@ def connector_export(
     concurrency: int | None = None,
     run_ids: Sequence[str] = (),
     timeout: float = 3600,
+    engine: str | None = None,
 ) -> tuple[dict[str, Any], ChildResult]:
     """``wandb-history export PROJECT --to DEST --json`` in a child process against `emu`
-    (only `run_ids` when given; the CLI's default concurrency when `concurrency` is None).
-    Returns its ``--json`` summary and the child (wall time, ``ru_maxrss``)."""
+    (only `run_ids` when given; the CLI's default concurrency when `concurrency` is None; the
+    default engine, ``local``, when `engine` is None).
+    Returns its ``--json`` summary and the child (wall time, ``ru_maxrss``: the exporter's own,
+    not its worker processes')."""
     cmd = [sys.executable, "-m", "connector.cli", "export", project, "--to", str(dest), "--json"]
+    if engine is not None:
+        cmd += ["--engine", engine]
     if concurrency is not None:
         cmd += ["--concurrency", str(concurrency)]
     for run_id in run_ids:

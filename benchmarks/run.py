@@ -33,7 +33,10 @@ measure            how (the code reused)
                    concurrency; ``--run`` for a subset) vs the SDK's ``list(run.scan_history())``
                    over the same number of runs in 10 threads; rows/s over the export's own
                    ``elapsed_s`` and the SDK's loop (process wall times are recorded too)
-                   (`bench_export.connector_export`, `bench_export.sdk_loop`)
+                   (`bench_export.connector_export`, `bench_export.sdk_loop`); the connector
+                   twice: ``--engine local`` (one process) and ``--engine processes`` (client
+                   ``connector-processes``: one worker process per CPU; its peak RSS is the
+                   exporter's own, not its workers')
 ``rss_export``     peak RSS of ``wandb-history export`` of one run to Parquet, at two sizes
 ``rss_batches``    peak RSS of ``run.scan().to_batches()`` into ``pyarrow.parquet.ParquetWriter``
 ``local``          a ``.wandb`` file written by the SDK, into Arrow: ``connector.local.read_run``
@@ -89,6 +92,9 @@ from _common import (
 SCRIPT = Path(__file__).resolve()
 SPEC = "bench/{project}:runs={runs},steps={steps},keys=20,seed=1"
 EXPORT_PROJECT = "bench/export"
+PROCESSES = "connector-processes"
+EXPORT_ENGINES = {"connector": "local", PROCESSES: "processes"}
+"""The connector's export clients and their ``--engine``."""
 LATENCY_S = 0.05
 KEYED = ("loss", "acc", "lr")
 SDK_THREADS = 10
@@ -320,11 +326,12 @@ class Runner:
         steps = self.sizes.export_steps
         expected = runs * steps
         with metered(self.emu) as m:
-            if client == "connector":
+            if client in EXPORT_ENGINES:
                 dest = Path(tempfile.mkdtemp(prefix=f"export-{runs}-", dir=self.work))
                 ids = self.export_ids[:runs] if runs < len(self.export_ids) else []
                 summary, child = bench_export.connector_export(
-                    self.emu, EXPORT_PROJECT, dest / "dataset", run_ids=ids, timeout=self.timeout
+                    self.emu, EXPORT_PROJECT, dest / "dataset", run_ids=ids, timeout=self.timeout,
+                    engine=EXPORT_ENGINES[client],
                 )
                 shutil.rmtree(dest, ignore_errors=True)
                 rows, inner = int(summary["rows"]), summary.get("elapsed_s")
@@ -346,8 +353,8 @@ class Runner:
             "total_rss_mb": child.maxrss_kb / MB, "process_wall_s": child.wall_s,
             "other_load": _other_load(m, child.user_s + child.system_s),
             "loadavg1": m["load1"], "server_cpu_s": m["server_cpu_s"],
-            "call": "wandb-history export --to DIR (Parquet)" if client == "connector"
-            else f"list(run.scan_history()) per run, {SDK_THREADS} threads",
+            "call": f"wandb-history export --engine {EXPORT_ENGINES[client]} --to DIR (Parquet)"
+            if client in EXPORT_ENGINES else f"list(run.scan_history()) per run, {SDK_THREADS} threads",
         }  # fmt: skip
 
     # -- streaming one run to Parquet: peak RSS -----------------------------------------------------
@@ -429,7 +436,7 @@ def plan(runner: Runner, local_file: Callable[[], Path]) -> list[Callable[[], li
             for client in ("connector", "sdk"):
                 one(runner.scan, "scan", steps, client, 0)
     for runs in s.export_points:
-        for client in ("connector", "sdk"):
+        for client in (*EXPORT_ENGINES, "sdk"):
             one(runner.export, client, runs)
     for steps in s.rss_steps:
         for measure in ("rss_export", "rss_batches"):
@@ -485,6 +492,9 @@ def targets(ms: list[dict[str, Any]], s: Sizes) -> list[dict[str, Any]]:
     runs = max(s.export_points)
     add(f"export {runs} runs × {tag(s.export_steps)} steps → Parquet vs SDK loop ({SDK_THREADS} threads)",
         _med(ms, "export", "connector", runs=runs), _med(ms, "export", "sdk", runs=runs), "rows/s",
+        "≥ 10×", lambda r: r >= TARGETS["export"])  # fmt: skip
+    add("same with `--engine processes` (one worker process per CPU)",
+        _med(ms, "export", PROCESSES, runs=runs), _med(ms, "export", "sdk", runs=runs), "rows/s",
         "≥ 10×", lambda r: r >= TARGETS["export"])  # fmt: skip
     small, large = s.rss_steps
     for measure, label in (("rss_export", "`export`"),
@@ -656,6 +666,7 @@ def draw_charts(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for client, label in (("connector", "wandb-history export → Parquet"),
+                          (PROCESSES, "same, --engine processes"),
                           ("sdk", f"SDK scan_history() loop, {SDK_THREADS} threads")):  # fmt: skip
         xs, ys = series("export", client, "runs", "rows_per_s")
         ax.plot(xs, ys, marker="o", label=label)

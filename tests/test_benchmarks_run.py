@@ -19,7 +19,7 @@ MEASURES = {
     ("scan", "connector"), ("scan", "sdk"),
     ("scan_latency", "connector"), ("scan_latency", "sdk"),
     ("scan_keyed", "connector"), ("scan_keyed", "sdk"),
-    ("export", "connector"), ("export", "sdk"),
+    ("export", "connector"), ("export", "connector-processes"), ("export", "sdk"),
     ("rss_export", "connector"), ("rss_batches", "connector"),
     ("local", "connector"), ("local", "sdk"),
 }  # fmt: skip
@@ -75,7 +75,7 @@ def test_report_describes_the_run(tiny: dict[str, Any]) -> None:
     assert tiny["emulator"]["latency_s"] > 0
     # every row of the targets table, each with a verdict where it was measured
     targets = tiny["targets"]
-    assert len(targets) == 11
+    assert len(targets) == 12
     assert all(t["met"] in (True, False) for t in targets if t["connector"] is not None)
     text = _module().render(tiny)
     assert "| measure | connector | SDK | ratio | target | met? |" in text
