@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+from .core.decode import DecodePool
 from .core.runpath import RunRef, is_local_path, parse_project_path
 from .core.scan import DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, HistoryScan
 from .core.source import HistorySource
@@ -167,6 +168,11 @@ class Api:
     The positional arguments are the SDK's, ``Api(overrides=None, timeout=None, api_key=None)`` with
     ``overrides={"base_url": ..., "entity": ..., "project": ...}``; `base_url`, `entity`, `project`
     are also keywords. (The older ``Api(api_key, base_url)`` form, two strings, still works.)
+
+    `processes` (default 0): worker processes that decode live history pages into Arrow for the
+    scans' `to_batches()`/`to_arrow()`/`to_polars()`, so that one scan uses more than one core
+    (`connector.core.decode`); started on the first such scan, stopped by `close()` or at exit. From
+    a script, create it under ``if __name__ == "__main__":`` (the workers are started with ``spawn``).
     """
 
     def __init__(
@@ -180,7 +186,10 @@ class Api:
         project: str | None = None,
         retry: RetryPolicy | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        processes: int = 0,
     ) -> None:
+        if not isinstance(processes, int) or isinstance(processes, bool) or processes < 0:
+            raise ConfigurationError(f"processes must be a whole number >= 0, got {processes!r}")
         if isinstance(overrides, str):  # the older Api(api_key, base_url) form
             if api_key is not None:
                 raise ConfigurationError("Api() got the API key twice (first argument and api_key=)")
@@ -208,10 +217,18 @@ class Api:
             retry=retry,
         )
         self.concurrency = concurrency
+        #: Worker processes decoding live pages into Arrow for this Api's scans (`to_batches`,
+        #: `to_arrow`...), started on first use; None: decoded in this process (`processes=0`).
+        self.decode_pool = DecodePool(processes) if processes else None
         self._default_entity: str | None = None
 
     def __repr__(self) -> str:
         return f"Api(base_url={self.settings.base_url!r})"
+
+    def close(self) -> None:
+        """Stop the decoding worker processes (``processes=``), if any were started."""
+        if self.decode_pool is not None:
+            self.decode_pool.close()
 
     @property
     def default_entity(self) -> str | None:
@@ -714,6 +731,10 @@ class Run:
     def _concurrency(self) -> int:
         return self._api.concurrency if self._api is not None else DEFAULT_CONCURRENCY
 
+    @property
+    def _decode_pool(self) -> DecodePool | None:
+        return self._api.decode_pool if self._api is not None else None
+
     # -- history --------------------------------------------------------------------------------
 
     def scan_history(
@@ -743,6 +764,7 @@ class Run:
             max_step=max_step,
             page_size=page_size,
             concurrency=concurrency or self._concurrency,
+            decode_pool=self._decode_pool,
         )
 
     def scan(
@@ -767,6 +789,7 @@ class Run:
             max_step=max_step,
             page_size=page_size,
             concurrency=concurrency or self._concurrency,
+            decode_pool=self._decode_pool,
         )
 
     def history(

@@ -11,6 +11,7 @@ runs these operations, each in a thread with a 30 s limit:
 
 * ``scan_history``: ``list(Api(...).run(path).scan_history())`` (full rows, ``HistoryPage``);
 * ``to_arrow``: ``run.scan().to_arrow()`` (full rows);
+* ``to_arrow_processes``: the same with ``Api(processes=1)``: the pages decoded by a worker process;
 * ``columns``: ``run.scan(columns=["loss", "train.acc"]).to_arrow()`` (``sampledHistory`` specs);
 * ``runs``: the ids of ``api.runs("h/p")`` (the runs listing);
 * ``export``: ``connector.export.export(path, tmp.duckdb, api=api, retry=<4 s deadline>)`` (the
@@ -59,7 +60,7 @@ ADDRESS_SPACE_LIMIT = 4 << 30  # RLIMIT_AS of a child: a guard (a runaway ends i
 BODY_LIMIT = 32 << 20  # the children's Transport.max_body_bytes (pages here are ~250 kB)
 PARALLEL = 4
 
-FULL = ("scan_history", "to_arrow", "export")  # operations reading full rows (HistoryPage)
+FULL = ("scan_history", "to_arrow", "to_arrow_processes", "export")  # operations reading full rows (HistoryPage)
 DATA = (*FULL, "columns")  # every operation reading history
 RUN_LEVEL = (*DATA, "runs")  # every operation that loads the run
 
@@ -381,6 +382,16 @@ def _child(mode: str, url: str, api_key: str, path: str, truth_file: str, tmp: s
         same = table.schema == truth["table"].schema and same_rows(table.to_pylist(), truth["table"].to_pylist())
         return {"rows": table.num_rows, "same": same}
 
+    def to_arrow_processes() -> dict[str, Any]:  # the pages decoded by a worker process
+        papi = Api(api_key=api_key, base_url=f"{url}/{mode}", timeout=2.0, retry=retry, processes=1)
+        papi.transport.max_body_bytes = BODY_LIMIT
+        try:
+            table = papi.run(path).scan().to_arrow()
+        finally:
+            papi.close()
+        same = table.schema == truth["table"].schema and same_rows(table.to_pylist(), truth["table"].to_pylist())
+        return {"rows": table.num_rows, "same": same}
+
     def columns() -> dict[str, Any]:
         table = api.run(path).scan(columns=COLUMNS).to_arrow()
         same = table.schema == truth["columns"].schema and same_rows(table.to_pylist(), truth["columns"].to_pylist())
@@ -410,7 +421,8 @@ def _child(mode: str, url: str, api_key: str, path: str, truth_file: str, tmp: s
 
     report: dict[str, Any] = {}
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for name, op in (("scan_history", scan_history), ("to_arrow", to_arrow), ("columns", columns),
+    for name, op in (("scan_history", scan_history), ("to_arrow", to_arrow),
+                     ("to_arrow_processes", to_arrow_processes), ("columns", columns),
                      ("runs", runs), ("export", export)):  # fmt: skip
         box: dict[str, Any] = {}
 
@@ -538,7 +550,7 @@ def test_hostile_server_mode(mode: str, outcomes: dict[str, Future[dict[str, Any
     report = outcomes[mode].result()
     print(json.dumps(report, indent=1))  # shown when the test fails
     problems = []
-    for op in ("scan_history", "to_arrow", "columns", "runs", "export"):
+    for op in ("scan_history", "to_arrow", "to_arrow_processes", "columns", "runs", "export"):
         problems += _problems(mode, op, report[op], hostile["path"])
     if report["rss_growth_mb"] > RSS_GROWTH_CAP_MB:
         problems.append(f"peak RSS grew by {report['rss_growth_mb']:.0f} MB (cap {RSS_GROWTH_CAP_MB} MB)")

@@ -47,6 +47,7 @@ import pyarrow as pa
 from ..errors import ConfigurationError, ConnectorError, RowError, TransportError
 from .arrow import FLOAT, STEP_COLUMN, SchemaPlan
 from .columns import last_step, select_columns
+from .decode import DecodePool
 from .source import HistorySource, Page, Window
 from .values import NONFINITE
 from .windows import coalesce_below, plan_windows, window_samples
@@ -92,6 +93,9 @@ class HistoryScan:
     concurrency: int = DEFAULT_CONCURRENCY
     #: `historyKeys` to plan with (schema and first window); None fetches them from the source.
     known_keys: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: Worker processes that decode the pages `to_batches` reads (`connector.core.decode`); None:
+    #: pages are decoded in this process.
+    decode_pool: DecodePool | None = field(default=None, compare=False, repr=False)
     stats: ScanStats = field(default_factory=ScanStats, compare=False, repr=False)
     _state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -239,7 +243,9 @@ class HistoryScan:
             where += f", steps [{window.lo}, {window.hi})"
         return self.source.row_error(f"{where}: {what}")
 
-    def _pages(self) -> Generator[tuple[Window, Page], None, None]:
+    def _pages(self, offload: bool = False) -> Generator[tuple[Window, Page], None, None]:
+        """(window, page) in step order; with `offload`, pages that can be decoded elsewhere
+        (`Page.offload`) come undecoded and unchecked: the caller checks their steps."""
         planned_before = "plan" in self._state
         _ = self.plan  # resolve keys and schema before any page is fetched
         windows = self.windows(refresh=planned_before)
@@ -247,7 +253,7 @@ class HistoryScan:
         previous = [-1 << 63]  # the last step of the pages yielded so far
         if self.concurrency == 1 or len(windows) <= 1:
             for window in windows:
-                yield window, self._checked(window, self._fetch(window), previous)
+                yield window, self._checked(window, self._fetch(window), previous, offload)
         else:
             pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="wandb-history")
             pending: deque[tuple[Window, Future[Page]]] = deque()
@@ -263,15 +269,17 @@ class HistoryScan:
                     for later in todo:
                         pending.append((later, pool.submit(self._fetch, later)))
                         break
-                    yield window, self._checked(window, page, previous)
+                    yield window, self._checked(window, page, previous, offload)
             finally:
                 for _, future in pending:
                     future.cancel()
                 pool.shutdown(wait=False, cancel_futures=True)
         self._check_line_count()
 
-    def _checked(self, window: Window, page: Page, previous: list[int]) -> Page:
+    def _checked(self, window: Window, page: Page, previous: list[int], offload: bool = False) -> Page:
         """`page` decoded, counted, and checked to start after the previous page's last step."""
+        if offload and page.offload() is not None:
+            return self._count(page)
         first: Any = None
         last: Any = None
         if page.table is not None:
@@ -288,15 +296,19 @@ class HistoryScan:
             if filled:
                 first, last = rows[0].get("_step"), rows[-1].get("_step")
         if filled:
-            if first.__class__ is not int or last.__class__ is not int:
-                raise self._error(f"a row has _step {first!r:.40} / {last!r:.40}, not an integer", window)
-            if first <= previous[0]:
-                raise self._error(
-                    f"step {first} comes again or out of order (the page before ended at {previous[0]})",
-                    window,
-                )
-            previous[0] = last
+            self._check_order(window, first, last, previous)
         return self._count(page)
+
+    def _check_order(self, window: Window, first: Any, last: Any, previous: list[int]) -> None:
+        """A page's steps start after the previous page's last step (`previous`, updated)."""
+        if first.__class__ is not int or last.__class__ is not int:
+            raise self._error(f"a row has _step {first!r:.40} / {last!r:.40}, not an integer", window)
+        if first <= previous[0]:
+            raise self._error(
+                f"step {first} comes again or out of order (the page before ended at {previous[0]})",
+                window,
+            )
+        previous[0] = last
 
     def _check_line_count(self) -> None:
         """WARNING when a complete full scan disagrees with `historyLineCount` (see the docstring)."""
@@ -361,22 +373,73 @@ class HistoryScan:
         [[{'_step': 0, 'a': '1.0'}]]
         """
         plan = self.plan if plan is None else plan
+        if self.decode_pool is not None:
+            yield from self._offloaded_batches(plan, self.decode_pool)
+            return
         inner = self._pages()
+        try:
+            for window, page in inner:
+                if len(page):
+                    yield self._batch(window, page, plan)
+        finally:
+            inner.close()
+
+    def _batch(self, window: Window, page: Page, plan: SchemaPlan) -> pa.RecordBatch:
+        """`page` (decoded here) as one batch of `plan`'s schema."""
+        try:
+            conformed = None if page.table is None else plan.conform(page.table)
+            return conformed if conformed is not None else plan.to_batch(page.decode())
+        except ConnectorError:
+            raise
+        except _CONVERSION_ERRORS as exc:
+            raise self._conversion_error(exc, window) from exc
+
+    def _conversion_error(self, exc: BaseException, window: Window) -> ConnectorError:
+        return self._error(f"rows Arrow cannot hold ({type(exc).__name__}: {str(exc)[:200]})", window)
+
+    def _offloaded_batches(self, plan: SchemaPlan, pool: DecodePool) -> Generator[pa.RecordBatch, None, None]:
+        """`to_batches` with the pages that can be decoded elsewhere decoded by `pool`'s workers,
+        up to twice as many pages in flight as it has workers; batches still come in step order."""
+        inner = self._pages(offload=True)
+        pending: deque[tuple[Window, Any, Any]] = deque()  # (window, future or batch, job)
+        previous = [-1 << 63]
+
+        def finish() -> pa.RecordBatch:
+            window, done, job = pending.popleft()
+            batch: pa.RecordBatch
+            if job is None:  # decoded here
+                batch = done
+                steps = batch.column(0)
+                first, last = (steps[0].as_py(), steps[-1].as_py()) if len(steps) else (None, None)
+            else:
+                try:
+                    batch, first, last = pool.result(done, job, plan)
+                except ConnectorError:
+                    raise
+                except _CONVERSION_ERRORS as exc:
+                    raise self._conversion_error(exc, window) from exc
+            if len(batch):  # in step order, pages decoded here or elsewhere alike
+                self._check_order(window, first, last, previous)
+            return batch
+
         try:
             for window, page in inner:
                 if not len(page):
                     continue
-                try:
-                    conformed = None if page.table is None else plan.conform(page.table)
-                    batch = conformed if conformed is not None else plan.to_batch(page.decode())
-                except ConnectorError:
-                    raise
-                except _CONVERSION_ERRORS as exc:
-                    raise self._error(
-                        f"rows Arrow cannot hold ({type(exc).__name__}: {str(exc)[:200]})", window
-                    ) from exc
-                yield batch
+                job = page.offload()
+                if job is None:
+                    pending.append((window, self._batch(window, page, plan), None))
+                else:
+                    pending.append((window, pool.submit(job, plan), job))
+                    page.texts = None  # the worker has them
+                while pending and (len(pending) > 2 * pool.processes or pending[0][2] is None):
+                    yield finish()
+            while pending:
+                yield finish()
         finally:
+            for _, done, job in pending:
+                if job is not None:
+                    done.cancel()
             inner.close()
 
     def to_arrow_batch_reader(self) -> pa.RecordBatchReader:

@@ -12,7 +12,7 @@ Windows are half-open: ``Window(lo, hi)`` holds steps ``lo <= _step < hi``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +74,11 @@ class Page:
             self.rows = [parse_row(text) for text in self.texts]
             self.texts = None
         return self.rows
+
+    def offload(self) -> tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...]] | None:
+        """``(function, args)`` that gives `decode()`'s rows in another process (both picklable),
+        or None when this page must be decoded here (`connector.core.decode`)."""
+        return None
 
 
 class HistorySource(Protocol):

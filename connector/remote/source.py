@@ -209,6 +209,106 @@ def check_run_attrs(attrs: Any, path: str) -> dict[str, Any]:
     return attrs
 
 
+def _where(run_path: str, window: Window | None = None) -> str:
+    where = f"run {run_path}"
+    return where if window is None else f"{where}, steps [{window.lo}, {window.hi})"
+
+
+_UNFORESEEN = (TypeError, KeyError, AttributeError, IndexError, ValueError, RecursionError, MemoryError, OverflowError)
+
+
+def _unusable(where: str, exc: BaseException) -> ProtocolError:
+    return ProtocolError(f"{where}: unusable answer ({type(exc).__name__}: {_shown(str(exc), 200)})")
+
+
+def check_steps(
+    rows: list[dict[str, Any]], window: Window, what: str, run_path: str, prev: int | None = None
+) -> list[dict[str, Any]]:
+    """`rows` with integer steps in `window`, each once, ascending (sorted when they were not);
+    `ProtocolError` naming `run_path` and the window otherwise.
+
+    `prev` is the step of the row before `rows` (when checking one row of a longer answer).
+
+    >>> check_steps([{"_step": 3}, {"_step": 2}], Window(0, 10), "history", "e/p/r")
+    [{'_step': 2}, {'_step': 3}]
+    >>> check_steps([{"_step": 12}], Window(0, 10), "history row 0:", "e/p/r")
+    Traceback (most recent call last):
+    ...
+    connector.errors.ProtocolError: run e/p/r, steps [0, 10): history row 0 has _step 12, outside the requested window
+    """
+    lo, hi = window.lo, window.hi
+    prev = lo - 1 if prev is None else prev
+    ordered = True
+    for i, row in enumerate(rows):
+        step = row.get("_step")
+        where = what if len(rows) == 1 and what.endswith(":") else f"{what} row {i}"
+        if step.__class__ is not int:
+            why = "no _step" if "_step" not in row else f"_step {_shown(step)} ({_kind(step)})"
+            raise ProtocolError(f"{_where(run_path, window)}: {where.rstrip(':')} has {why}, not an integer step")
+        if not lo <= step < hi:
+            raise ProtocolError(
+                f"{_where(run_path, window)}: {where.rstrip(':')} has _step {step}, outside the requested window"
+            )
+        if step <= prev:
+            if step == prev:
+                raise ProtocolError(f"{_where(run_path, window)}: {what} answered step {step} twice")
+            ordered = False
+        prev = step
+    if not ordered:
+        rows = sorted(rows, key=itemgetter("_step"))
+        for a, b in zip(rows, rows[1:], strict=False):
+            if a["_step"] == b["_step"]:
+                raise ProtocolError(f"{_where(run_path, window)}: {what} answered step {a['_step']} twice")
+    return rows
+
+
+def parse_history_texts(texts: list[str], window: Window, run_path: str) -> list[dict[str, Any]]:
+    """Parse and check the rows of one `history` answer for steps `window` of run `run_path` (one
+    pass: this is the hot loop). Any error is a `ProtocolError` naming the run and the window. A
+    plain function of its arguments, so that a worker process can run it (`HistoryPage.offload`).
+
+    >>> parse_history_texts(['{"_step": 1, "x": NaN}', '{"_step": 0}'], Window(0, 5), "e/p/r")
+    [{'_step': 0}, {'_step': 1, 'x': nan}]
+    """
+    try:
+        return _parse_texts(texts, window, run_path)
+    except ConnectorError:
+        raise
+    except _UNFORESEEN as exc:
+        raise _unusable(_where(run_path, window), exc) from exc
+
+
+def _parse_texts(texts: list[str], window: Window, run_path: str) -> list[dict[str, Any]]:
+    lo, hi = window.lo, window.hi
+    prev = lo - 1
+    ordered = True
+    rows: list[dict[str, Any]] = []
+    append = rows.append
+    loads, depth = orjson.loads, MAX_DEPTH
+    for i, text in enumerate(texts):
+        try:
+            row = loads(text)
+        except orjson.JSONDecodeError:  # NaN/Infinity tokens (or worse): parse_row decides
+            row = None
+        # parse_row's checks, inlined for the usual row (see connector.core.values.parse_row)
+        if row.__class__ is not dict or (
+            len(text) > 2 * depth and (text.count("{") + text.count("[") > depth or len(text) > 4 * MAX_KEYS_PER_ROW)
+        ):
+            try:
+                row = parse_row(text)
+            except RowError as exc:
+                raise ProtocolError(f"{_where(run_path, window)}: history row {i}: {exc}") from exc
+        step = row.get("_step")
+        if step.__class__ is not int or not lo <= step < hi or step <= prev:
+            if step.__class__ is int and lo <= step < prev:
+                ordered = False  # out of order: sorted (and checked for repeats) below
+            else:
+                check_steps([row], window, f"history row {i}:", run_path, prev)
+        prev = step
+        append(row)
+    return rows if ordered else check_steps(rows, window, "history", run_path)
+
+
 def _answer_errors(
     method: Callable[Concatenate[ApiSource, _P], _R],
 ) -> Callable[Concatenate[ApiSource, _P], _R]:
@@ -220,21 +320,26 @@ def _answer_errors(
             return method(self, *args, **kwargs)
         except ConnectorError:
             raise
-        except (TypeError, KeyError, AttributeError, IndexError, ValueError, RecursionError,
-                MemoryError, OverflowError) as exc:  # fmt: skip
+        except _UNFORESEEN as exc:
             window = next((a for a in args if isinstance(a, Window)), None)
-            raise ProtocolError(
-                f"{self._where(window)}: unusable answer ({type(exc).__name__}: {_shown(str(exc), 200)})"
-            ) from exc
+            raise _unusable(self._where(window), exc) from exc
 
     return wrapper
 
 
 @dataclass(slots=True)
 class HistoryPage(Page):
-    """A `Page` whose JSON texts are parsed and checked by `check` when decoded."""
+    """A `Page` whose JSON texts are parsed and checked by `check` when decoded, or in a worker
+    process by `parse_history_texts` (`offload`) for steps `window` of run `run_path`."""
 
     check: Callable[[list[str]], list[dict[str, Any]]] | None = None
+    window: Window | None = None
+    run_path: str = ""
+
+    def offload(self) -> tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...]] | None:
+        if self.texts is None or self.window is None:
+            return None
+        return parse_history_texts, (self.texts, self.window, self.run_path)
 
     def decode(self) -> list[dict[str, Any]]:
         if self.texts is not None:
@@ -288,8 +393,7 @@ class ApiSource:
     # -- answers --------------------------------------------------------------------------------
 
     def _where(self, window: Window | None = None) -> str:
-        where = f"run {self.ref.path}"
-        return where if window is None else f"{where}, steps [{window.lo}, {window.hi})"
+        return _where(self.ref.path, window)
 
     def _error(self, what: str, window: Window | None = None) -> ProtocolError:
         return ProtocolError(f"{self._where(window)}: {what}")
@@ -330,62 +434,7 @@ class ApiSource:
     def _check_steps(
         self, rows: list[dict[str, Any]], window: Window, what: str, prev: int | None = None
     ) -> list[dict[str, Any]]:
-        """`rows` with integer steps in `window`, each once, ascending (sorted when they were not).
-
-        `prev` is the step of the row before `rows` (when checking one row of a longer answer)."""
-        lo, hi = window.lo, window.hi
-        prev = lo - 1 if prev is None else prev
-        ordered = True
-        for i, row in enumerate(rows):
-            step = row.get("_step")
-            where = what if len(rows) == 1 and what.endswith(":") else f"{what} row {i}"
-            if step.__class__ is not int:
-                why = "no _step" if "_step" not in row else f"_step {_shown(step)} ({_kind(step)})"
-                raise self._error(f"{where.rstrip(':')} has {why}, not an integer step", window)
-            if not lo <= step < hi:
-                raise self._error(f"{where.rstrip(':')} has _step {step}, outside the requested window", window)
-            if step <= prev:
-                if step == prev:
-                    raise self._error(f"{what} answered step {step} twice", window)
-                ordered = False
-            prev = step
-        if not ordered:
-            rows = sorted(rows, key=itemgetter("_step"))
-            for a, b in zip(rows, rows[1:], strict=False):
-                if a["_step"] == b["_step"]:
-                    raise self._error(f"{what} answered step {a['_step']} twice", window)
-        return rows
-
-    def _parse_texts(self, window: Window, texts: list[str]) -> list[dict[str, Any]]:
-        """Parse and check the rows of one `history` answer (one pass: this is the hot loop)."""
-        lo, hi = window.lo, window.hi
-        prev = lo - 1
-        ordered = True
-        rows: list[dict[str, Any]] = []
-        append = rows.append
-        loads, depth = orjson.loads, MAX_DEPTH
-        for i, text in enumerate(texts):
-            try:
-                row = loads(text)
-            except orjson.JSONDecodeError:  # NaN/Infinity tokens (or worse): parse_row decides
-                row = None
-            # parse_row's checks, inlined for the usual row (see connector.core.values.parse_row)
-            if row.__class__ is not dict or (
-                len(text) > 2 * depth and (text.count("{") + text.count("[") > depth or len(text) > 4 * MAX_KEYS_PER_ROW)
-            ):
-                try:
-                    row = parse_row(text)
-                except RowError as exc:
-                    raise self._error(f"history row {i}: {exc}", window) from exc
-            step = row.get("_step")
-            if step.__class__ is not int or not lo <= step < hi or step <= prev:
-                if step.__class__ is int and lo <= step < prev:
-                    ordered = False  # out of order: sorted (and checked for repeats) below
-                else:
-                    self._check_steps([row], window, f"history row {i}:", prev)
-            prev = step
-            append(row)
-        return rows if ordered else self._check_steps(rows, window, "history")
+        return check_steps(rows, window, what, self.ref.path, prev)
 
     def _row_list(
         self, value: Any, window: Window | None, what: str, samples: int
@@ -534,11 +583,12 @@ class ApiSource:
             nbytes=len(raw),
             texts=texts,
             check=functools.partial(self._checked_texts, window),
+            window=window,
+            run_path=self.ref.path,
         )
 
-    @_answer_errors
     def _checked_texts(self, window: Window, texts: list[str]) -> list[dict[str, Any]]:
-        return self._parse_texts(window, texts)
+        return parse_history_texts(texts, window, self.ref.path)
 
     def _spec(self, keys: Sequence[str], window: Window, samples: int) -> str:
         # maxStep is inclusive in sampledHistory specs.
