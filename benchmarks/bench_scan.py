@@ -88,11 +88,14 @@ SPEC = "bench/{project}:runs=1,steps={steps},keys=20,seed=1"
 KEY_ENV = "BENCH_API_KEY"
 WARM_STEPS = 1000  # every child first scans one page, untimed
 ANCHOR_SDK_LIST_100K = 18_750  # rows/s, performance-anchors.md (idle machine, all-float rows)
-MODES = ("conn-stream", "conn-stream-nopd", "conn-arrow", "sdk-list", "sdk-stream", "conn-profile")
+MODES = ("conn-stream", "conn-stream-nopd", "conn-arrow", "conn-arrow-procs", "sdk-list", "sdk-stream", "conn-profile")
+#: Decoding worker processes of the ``conn-arrow-procs`` mode (``Api(processes=...)``).
+PROCESSES = max(2, os.cpu_count() or 2)
 LABELS = {
     "conn-stream": "connector `to_batches()` streamed",
     "conn-stream-nopd": "connector `to_batches()` streamed, pandas not importable",
     "conn-arrow": "connector `to_arrow()` (all rows kept)",
+    "conn-arrow-procs": "connector `to_arrow()` with `Api(processes=2)` (pages decoded by worker processes)",
     "sdk-list": "SDK `list(scan_history())` (all rows kept)",
     "sdk-stream": "SDK `for row in scan_history()` streamed",
 }
@@ -147,7 +150,8 @@ def _child_connector(
 
     t1 = time.perf_counter()
     c = concurrency or DEFAULT_CONCURRENCY
-    api = Api(api_key=key, base_url=url, concurrency=1 if mode == "conn-profile" else c)
+    processes = PROCESSES if mode == "conn-arrow-procs" else 0  # started by the untimed first scan
+    api = Api(api_key=key, base_url=url, concurrency=1 if mode == "conn-profile" else c, processes=processes)
     t2 = time.perf_counter()
     run = api.run(path)
     t3 = time.perf_counter()
@@ -164,7 +168,7 @@ def _child_connector(
     cpu0 = self_cpu_s()
     start = time.perf_counter()
     table = None
-    if mode == "conn-arrow":
+    if mode in ("conn-arrow", "conn-arrow-procs"):
         table = scan.to_arrow()
         rows = table.num_rows
         last = table.column("_step")[-1].as_py() if rows else None

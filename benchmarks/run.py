@@ -24,7 +24,10 @@ measure            how (the code reused)
 ``scan``           ``run.scan_history().to_arrow()`` vs the SDK's ``for row in
                    run.scan_history()`` (streamed: the SDK's fastest full read), 23 top-level
                    keys per row, at each size of the rows/s-against-steps chart
-                   (`bench_scan`'s child and `bench_scan.Bench.measure`)
+                   (`bench_scan`'s child and `bench_scan.Bench.measure`); the connector twice:
+                   decoding in its process, and with ``Api(processes=2)`` (client
+                   ``connector-processes``: pages decoded by worker processes, started by the
+                   untimed first page; peak RSS is the scanning process's own)
 ``scan_latency``   the same at the main size on a second emulator process serving the same run
                    with 50 ms per GraphQL answer (``POST /_emulator/faults {"latency": 0.05}``)
 ``scan_keyed``     ``scan_history(keys=["loss", "acc", "lr"])``: connector ``to_arrow()`` vs the
@@ -93,8 +96,11 @@ SCRIPT = Path(__file__).resolve()
 SPEC = "bench/{project}:runs={runs},steps={steps},keys=20,seed=1"
 EXPORT_PROJECT = "bench/export"
 PROCESSES = "connector-processes"
+"""The connector using worker processes: ``Api(processes=N)`` for scans, ``--engine processes`` for exports."""
 EXPORT_ENGINES = {"connector": "local", PROCESSES: "processes"}
 """The connector's export clients and their ``--engine``."""
+SCAN_MODES = {"connector": "conn-arrow", PROCESSES: "conn-arrow-procs", "sdk": "sdk-stream"}
+"""The scan clients and their `bench_scan` child modes."""
 LATENCY_S = 0.05
 KEYED = ("loss", "acc", "lr")
 SDK_THREADS = 10
@@ -294,7 +300,7 @@ class Runner:
     # -- scans (bench_scan's child) ---------------------------------------------------------------
 
     def scan(self, measure: str, steps: int, client: str, rep: int) -> dict[str, Any]:
-        mode = "conn-arrow" if client == "connector" else "sdk-stream"
+        mode = SCAN_MODES[client]
         keys = KEYED if measure == "scan_keyed" else ()
         bench = self.latency_bench if measure == "scan_latency" else self.bench
         case = bench_scan.Case(f"{measure}/{tag(steps)}/{mode}", mode, measure, steps,
@@ -317,7 +323,8 @@ class Runner:
             "history_requests": m.history_requests, "history_mb": m.history_mb,
             "fixed_s": {k: r[k] for k in ("import_s", "api_s", "run_s", "first_scan_s")},
             "call": (f"scan_history(keys={list(keys)})" if keys else "scan_history()")
-            + (".to_arrow()" if client == "connector" else ", streamed"),
+            + (".to_arrow()" if client == "connector" else
+               f".to_arrow(), Api(processes={bench_scan.PROCESSES})" if client == PROCESSES else ", streamed"),
         }  # fmt: skip
 
     # -- export (bench_export's functions) --------------------------------------------------------
@@ -429,11 +436,11 @@ def plan(runner: Runner, local_file: Callable[[], Path]) -> list[Callable[[], li
 
     for rep in range(s.reps):
         for measure in ("scan", "scan_latency", "scan_keyed"):
-            for client in ("connector", "sdk"):
+            for client in ("connector", PROCESSES, "sdk") if measure != "scan_keyed" else ("connector", "sdk"):
                 one(runner.scan, measure, s.main, client, rep)
     for steps in s.scan_steps:
         if steps != s.main:
-            for client in ("connector", "sdk"):
+            for client in ("connector", PROCESSES, "sdk"):
                 one(runner.scan, "scan", steps, client, 0)
     for runs in s.export_points:
         for client in (*EXPORT_ENGINES, "sdk"):
@@ -471,10 +478,17 @@ def targets(ms: list[dict[str, Any]], s: Sizes) -> list[dict[str, Any]]:
     add(f"full scan {n} × 20 keys into Arrow, rows/s vs SDK",
         _med(ms, "scan", "connector", steps=s.main), _med(ms, "scan", "sdk", steps=s.main),
         "rows/s", "≥ 30×", lambda r: r >= TARGETS["scan"])  # fmt: skip
+    procs = f"`Api(processes={bench_scan.PROCESSES})`"
+    add(f"same with {procs} (pages decoded by worker processes)",
+        _med(ms, "scan", PROCESSES, steps=s.main), _med(ms, "scan", "sdk", steps=s.main),
+        "rows/s", "≥ 30×", lambda r: r >= TARGETS["scan"])  # fmt: skip
     if s.large:
         big = tag(s.large)
         conn_big = _med(ms, "scan", "connector", steps=s.large)
         add(f"same, {big} steps", conn_big, _med(ms, "scan", "sdk", steps=s.large), "rows/s",
+            "≥ 30×", lambda r: r >= TARGETS["scan_large"])  # fmt: skip
+        add(f"same, {big} steps, {procs}", _med(ms, "scan", PROCESSES, steps=s.large),
+            _med(ms, "scan", "sdk", steps=s.large), "rows/s",
             "≥ 30×", lambda r: r >= TARGETS["scan_large"])  # fmt: skip
         conn_main = _med(ms, "scan", "connector", steps=s.main)
         scaling = conn_big / conn_main if conn_big and conn_main else None
@@ -485,6 +499,9 @@ def targets(ms: list[dict[str, Any]], s: Sizes) -> list[dict[str, Any]]:
             "≥ 30× (--full only)", None)  # fmt: skip
     add(f"same with {LATENCY_S * 1000:.0f} ms per answer (emulator latency), {n}",
         _med(ms, "scan_latency", "connector"), _med(ms, "scan_latency", "sdk"), "rows/s", "≥ 10×",
+        lambda r: r >= TARGETS["scan_latency"])  # fmt: skip
+    add(f"same with {LATENCY_S * 1000:.0f} ms per answer, {procs}",
+        _med(ms, "scan_latency", PROCESSES), _med(ms, "scan_latency", "sdk"), "rows/s", "≥ 10×",
         lambda r: r >= TARGETS["scan_latency"])  # fmt: skip
     add(f"keyed scan `scan_history(keys=[{', '.join(KEYED)}])` vs SDK keyed, {n}",
         _med(ms, "scan_keyed", "connector"), _med(ms, "scan_keyed", "sdk"), "rows/s", "≥ 5×",
@@ -637,6 +654,7 @@ def draw_charts(data: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for client, label in (("connector", "connector scan_history().to_arrow()"),
+                          (PROCESSES, "same, Api(processes=...)"),
                           ("sdk", "SDK scan_history(), streamed")):  # fmt: skip
         xs, ys = series("scan", client, "steps", "rows_per_s")
         ax.plot(xs, ys, marker="o", label=label)

@@ -16,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run.py"
 MEASURES = {
-    ("scan", "connector"), ("scan", "sdk"),
-    ("scan_latency", "connector"), ("scan_latency", "sdk"),
+    ("scan", "connector"), ("scan", "connector-processes"), ("scan", "sdk"),
+    ("scan_latency", "connector"), ("scan_latency", "connector-processes"), ("scan_latency", "sdk"),
     ("scan_keyed", "connector"), ("scan_keyed", "sdk"),
     ("export", "connector"), ("export", "connector-processes"), ("export", "sdk"),
     ("rss_export", "connector"), ("rss_batches", "connector"),
@@ -75,7 +75,7 @@ def test_report_describes_the_run(tiny: dict[str, Any]) -> None:
     assert tiny["emulator"]["latency_s"] > 0
     # every row of the targets table, each with a verdict where it was measured
     targets = tiny["targets"]
-    assert len(targets) == 12
+    assert len(targets) == 14
     assert all(t["met"] in (True, False) for t in targets if t["connector"] is not None)
     text = _module().render(tiny)
     assert "| measure | connector | SDK | ratio | target | met? |" in text

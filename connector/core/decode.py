@@ -48,6 +48,10 @@ def page_batch(job: Job, plan: SchemaPlan) -> tuple[pa.RecordBatch, int | None, 
     return batch, (rows[0].get("_step") if rows else None), (rows[-1].get("_step") if rows else None)
 
 
+def _started() -> None:
+    """A task that only makes the executor start a worker (see `DecodePool._executor`)."""
+
+
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scan's, in the caller's process
 
@@ -78,6 +82,10 @@ class DecodePool:
             if self._pool is None:
                 context = multiprocessing.get_context("spawn")  # fork would copy other threads' locks
                 self._pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_worker_init)
+                # The executor starts a worker only when none is idle: start them all now, so that
+                # none is still importing Arrow (a second of CPU) in the middle of a scan.
+                for started in [self._pool.submit(_started) for _ in range(self.processes)]:
+                    started.result()
             return self._pool
 
     def submit(self, job: Job, plan: SchemaPlan) -> Future[tuple[pa.RecordBatch, int | None, int | None]]:

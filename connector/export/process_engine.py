@@ -72,6 +72,10 @@ def _worker_init(share: int) -> None:
     from .. import api  # noqa: F401
 
 
+def _started() -> None:
+    """A task that only makes the executor start a worker (it starts one only when none is idle)."""
+
+
 def _run_task(task: ChunkTask) -> tuple[list[tuple[int, pa.Table]], dict[str, Any]]:
     """Run on a worker: the task's tables and request counters, and this worker's limiter."""
     pieces, stats = fetch_chunks(task, _GATE)
@@ -118,6 +122,9 @@ class ProcessChunkReader:
                 self._pool = ProcessPoolExecutor(
                     self.workers, mp_context=context, initializer=_worker_init, initargs=(self.share,)
                 )
+                # start every worker now, not one per busy moment (each imports Arrow: a second of CPU)
+                for started in [self._pool.submit(_started) for _ in range(self.workers)]:
+                    started.result()
             return self._pool
 
     def _restart(self, broken: ProcessPoolExecutor) -> None:
