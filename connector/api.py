@@ -160,6 +160,10 @@ class User(dict[str, Any]):
         return self
 
 
+PAGES_PER_PROCESS = 3
+"""Default pages in flight per decoding worker process (``Api(processes=N)``)."""
+
+
 class Api:
     """Entry point to the W&B API (or to local `.wandb` runs, which need no server).
 
@@ -173,6 +177,9 @@ class Api:
     scans' `to_batches()`/`to_arrow()`/`to_polars()`, so that one scan uses more than one core
     (`connector.core.decode`); started on the first such scan, stopped by `close()` or at exit. From
     a script, create it under ``if __name__ == "__main__":`` (the workers are started with ``spawn``).
+    `concurrency` (pages in flight per scan) defaults to 3, and with `processes` to
+    ``PAGES_PER_PROCESS × processes`` (6 with 2): decoding no longer competes with fetching for the
+    GIL, so more pages in flight hide latency at no cost (`benchmarks/results/decode_profile.md`).
     """
 
     def __init__(
@@ -185,7 +192,7 @@ class Api:
         entity: str | None = None,
         project: str | None = None,
         retry: RetryPolicy | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
         processes: int = 0,
     ) -> None:
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 0:
@@ -216,6 +223,8 @@ class Api:
             timeout=(min(10.0, read_timeout), read_timeout),
             retry=retry,
         )
+        if concurrency is None:  # pages in flight: more keep decoding workers busy (measured)
+            concurrency = max(DEFAULT_CONCURRENCY, PAGES_PER_PROCESS * processes)
         self.concurrency = concurrency
         #: Worker processes decoding live pages into Arrow for this Api's scans (`to_batches`,
         #: `to_arrow`...), started on first use; None: decoded in this process (`processes=0`).
