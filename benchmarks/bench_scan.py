@@ -146,12 +146,12 @@ def _child_connector(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     from connector.api import Api
-    from connector.core.scan import DEFAULT_CONCURRENCY
 
     t1 = time.perf_counter()
-    c = concurrency or DEFAULT_CONCURRENCY
     processes = PROCESSES if mode == "conn-arrow-procs" else 0  # started by the untimed first scan
-    api = Api(api_key=key, base_url=url, concurrency=1 if mode == "conn-profile" else c, processes=processes)
+    # --concurrency 0: the Api's own default (3 pages in flight; 3 per worker with processes)
+    c = 1 if mode == "conn-profile" else (concurrency or None)
+    api = Api(api_key=key, base_url=url, concurrency=c, processes=processes)
     t2 = time.perf_counter()
     run = api.run(path)
     t3 = time.perf_counter()
