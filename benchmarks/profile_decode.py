@@ -9,7 +9,7 @@ One emulator process (``--warm``, live pages only) serves the benchmark run (``r
 23 top-level keys per row with a nested dict, a histogram, a string and NaN/±Infinity tokens). This
 process fetches pages of 1,000 rows (steps 5,000..5,999 and the next ones) and times, on the same
 rows, each stage the connector runs, and the alternatives to the row parser (`pyarrow.json`,
-`polars.read_ndjson`, `json.loads`). Each figure is the median of 50 repetitions on one page, in µs
+`polars.read_ndjson`, `json.loads`; `msgspec` and `simdjson` where installed). Each figure is the median of 50 rounds on one page, every measurement taking its turn in each round, in µs
 per row of *this* process's CPU (`time.process_time`), so other load on the machine hardly moves it.
 The emulator's CPU per page is read from ``/proc`` over 200 pages. From these, the ceiling of a full
 scan on this machine: rows/s ≤ CPUs / (server + client µs per row), whatever the parallelism.
@@ -18,6 +18,7 @@ scan on this machine: rows/s ≤ CPUs / (server + client µs per row), whatever 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import statistics
@@ -42,14 +43,21 @@ REPS = 50
 PAGE = 1000
 
 
-def per_row(func: Callable[[], Any], rows: int, reps: int = REPS) -> float:
-    """Median CPU µs per row of `func` over `reps` calls."""
-    times = []
+def per_row(func: Callable[[], Any], rows: int) -> tuple[Callable[[], Any], int]:
+    """A measurement of `func` (which handles `rows` rows), run later by `interleaved`."""
+    return func, rows
+
+
+def interleaved(jobs: dict[str, tuple[Callable[[], Any], int]], reps: int = REPS) -> dict[str, float]:
+    """Median CPU µs per row of each job, the jobs taking turns in each of `reps` rounds (so that a
+    change of the machine's state during the run falls on all of them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(reps):
-        c0 = time.process_time()
-        func()
-        times.append(time.process_time() - c0)
-    return statistics.median(times) * 1e6 / rows
+        for name, (func, _rows) in jobs.items():
+            c0 = time.process_time()
+            func()
+            times[name].append(time.process_time() - c0)
+    return {name: statistics.median(times[name]) * 1e6 / jobs[name][1] for name in jobs}
 
 
 def measure(emu: EmulatorProcess) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def measure(emu: EmulatorProcess) -> dict[str, Any]:
             except orjson.JSONDecodeError:
                 json.loads(t)
 
-    stages = {
+    stage_jobs = {
         "HTTP + envelope (one history request and orjson of its answer; this process's CPU only)": per_row(
             lambda: source.fetch_rows(window, PAGE), PAGE
         ),
@@ -96,7 +104,7 @@ def measure(emu: EmulatorProcess) -> dict[str, Any]:
             lambda: [arrow_module.dumps_json(r["hist"]) for r in rows], PAGE
         ),
     }
-    alternatives = {
+    alternative_jobs = {
         "`json.loads` per row (standard library)": per_row(lambda: [json.loads(t) for t in texts], PAGE),
         "`pyarrow.json.read_json` of the page as NDJSON (accepts NaN tokens; multi-threaded)": per_row(
             lambda: paj.read_json(io.BytesIO(ndjson)), PAGE
@@ -108,6 +116,18 @@ def measure(emu: EmulatorProcess) -> dict[str, Any]:
             lambda: pl.read_ndjson(io.BytesIO("\n".join(clean).encode())), len(clean)
         ),
     }
+    for module, label in (("msgspec", "`msgspec.json.decode` per row"), ("simdjson", "`simdjson.loads` per row (pysimdjson)")):
+        try:  # measured where installed (neither is a dependency); both reject NaN tokens
+            decode = importlib.import_module(module)
+        except ImportError:
+            continue
+        loads = decode.json.decode if module == "msgspec" else decode.loads
+        alternative_jobs[f"{label}, rows without NaN tokens only (it rejects the tokens)"] = per_row(
+            lambda loads=loads: [loads(t) for t in clean], len(clean)
+        )
+    timed = interleaved({**stage_jobs, **alternative_jobs})
+    stages = {name: timed[name] for name in stage_jobs}
+    alternatives = {name: timed[name] for name in alternative_jobs}
     cpu0, c0 = emu.cpu_seconds(), emu.counters()
     n = 0
     for lo in range(0, STEPS, PAGE):
