@@ -280,6 +280,7 @@ def test_ray_export_reads_local_runs_on_the_driver(ray_cluster, tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds Ray's processes through /proc")
+@pytest.mark.alone
 def test_ray_export_ctrl_c_exits_130_leaves_nothing_running_and_resumes(make_emulator, tmp_path):
     """``wandb-history export --engine ray`` (its own local cluster) interrupted by Ctrl-C, first
     while Ray is starting, then mid-export: exit 130 with what was committed and the command that

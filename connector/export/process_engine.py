@@ -32,7 +32,6 @@ plan order, exactly as ``--engine local`` does, so the guarantees are the sink's
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import signal
@@ -46,11 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .chunks import HistoryChunk, chunk_state, read_chunks
+from .chunks import HistoryChunk
 from .limiter import AimdLimiter
 from .plan import ExportOptions, RunPlan
 from .sinks.base import Interrupted
-from .tasks import ChunkTask, fetch_chunks, plan_tasks, range_chunks
+from .tasks import ChunkTask, fetch_chunks, task_chunks
 
 if TYPE_CHECKING:
     from ..remote.transport import RetryPolicy
@@ -158,18 +157,7 @@ class ProcessChunkReader:
     def __call__(
         self, plan: RunPlan, options: ExportOptions, *, stop: threading.Event | None = None
     ) -> Iterator[HistoryChunk]:
-        from ..remote.source import ApiSource
-
-        if not isinstance(plan.run.source, ApiSource):  # a local file or object: only we have it
-            yield from read_chunks(plan, options, stop=stop)
-            return
-        state = functools.partial(chunk_state, plan, options)
-        api = self.api_factory()
-        for r in plan.ranges:
-            if stop is not None and stop.is_set():
-                raise Interrupted("interrupted")
-            tasks = plan_tasks(plan, options, r, api, self.retry, self.rows_per_task)
-            yield from range_chunks(r, plan.chunk_steps, self._results(tasks, stop), state)
+        yield from task_chunks(plan, options, stop, self.api_factory, self.retry, self.rows_per_task, self._results)
 
     def _submit(self, task: ChunkTask) -> Future[Any]:
         pool = self._start()

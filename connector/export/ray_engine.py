@@ -35,7 +35,6 @@ task is exercised for real.
 
 from __future__ import annotations
 
-import functools
 import signal
 import threading
 import time
@@ -47,11 +46,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ..errors import ConfigurationError
-from .chunks import HistoryChunk, chunk_state, read_chunks
+from .chunks import HistoryChunk
 from .limiter import LEASE_S, ActorGate, AimdLimiter, Leases
 from .plan import ExportOptions, RunPlan
 from .sinks.base import Interrupted
-from .tasks import ChunkTask, fetch_chunks, plan_tasks, range_chunks
+from .tasks import ChunkTask, fetch_chunks, task_chunks
 
 if TYPE_CHECKING:
     from ..remote.transport import RetryPolicy
@@ -222,21 +221,8 @@ class RayChunkReader:
     def __call__(
         self, plan: RunPlan, options: ExportOptions, *, stop: threading.Event | None = None
     ) -> Iterator[HistoryChunk]:
-        from ..remote.source import ApiSource
-
         self._start()
-        run = plan.run
-        if not isinstance(run.source, ApiSource):  # a local file or object: only the driver has it
-            yield from read_chunks(plan, options, stop=stop)
-            return
-        state = functools.partial(chunk_state, plan, options)
-
-        api = self.api_factory()
-        for r in plan.ranges:
-            if stop is not None and stop.is_set():
-                raise Interrupted("interrupted")
-            tasks = plan_tasks(plan, options, r, api, self.retry, self.rows_per_task)
-            yield from range_chunks(r, plan.chunk_steps, self._results(tasks, stop), state)
+        yield from task_chunks(plan, options, stop, self.api_factory, self.retry, self.rows_per_task, self._results)
 
     def _results(self, tasks: list[ChunkTask], stop: threading.Event | None) -> Iterator[tuple[int, pa.Table]]:
         """Each task's ``(slot, table)`` s in task order, with at most ``max_in_flight`` tasks

@@ -14,9 +14,11 @@ is exercised for real.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .chunks import HistoryChunk, read_chunks
+from .chunks import HistoryChunk, chunk_state, read_chunks
 from .plan import ExportOptions, RunPlan, StepRange
+from .sinks.base import Interrupted
 
 if TYPE_CHECKING:
     from ..remote.transport import AttemptGate, RetryPolicy
@@ -120,6 +123,28 @@ def fetch_chunks(
     return out, {"requests": int(stats["requests"]), "retries": int(stats["retries"])}
 
 
+def task_chunks(
+    plan: RunPlan, options: ExportOptions, stop: threading.Event | None, api_factory: Callable[[], Any],
+    retry: RetryPolicy | None, rows_per_task: int | None,
+    results: Callable[[list[ChunkTask], threading.Event | None], Iterator[tuple[int, pa.Table]]],
+) -> Iterator[HistoryChunk]:  # fmt: skip
+    """The chunks of `plan`, as `read_chunks` gives them, with each planned step range cut into
+    tasks that `results` runs elsewhere (it gives their ``(slot, table)`` s in task order). A run that
+    is not read through the W&B API (a local file, an object in memory) is read here."""
+    from ..remote.source import ApiSource
+
+    if not isinstance(plan.run.source, ApiSource):  # only this process has it
+        yield from read_chunks(plan, options, stop=stop)
+        return
+    state = functools.partial(chunk_state, plan, options)
+    api = api_factory()
+    for r in plan.ranges:
+        if stop is not None and stop.is_set():
+            raise Interrupted("interrupted")
+        tasks = plan_tasks(plan, options, r, api, retry, rows_per_task)
+        yield from range_chunks(r, plan.chunk_steps, results(tasks, stop), state)
+
+
 def range_chunks(
     r: StepRange, chunk_steps: int, tables: Iterable[tuple[int, pa.Table]],
     state: Callable[[int, int], Any],
@@ -146,4 +171,4 @@ def _chunk(r: StepRange, held: tuple[int, pa.Table], chunk_steps: int, last: boo
     return HistoryChunk(lo, hi, table, state(*r.chunk_state(end, last)))
 
 
-__all__ = ["KILL_ONCE_ENV", "ChunkTask", "fetch_chunks", "plan_tasks", "range_chunks", "task_ranges"]
+__all__ = ["KILL_ONCE_ENV", "ChunkTask", "fetch_chunks", "plan_tasks", "range_chunks", "task_chunks", "task_ranges"]
