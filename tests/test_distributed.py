@@ -20,6 +20,7 @@ from test_export_support import (  # noqa: E402
     assert_equals_scans,
     assert_none_left,
     interrupt_cli,
+    interrupt_midway_then_resume,
     marked_env,
     processes_marked,
     same_value,
@@ -285,12 +286,6 @@ def test_ray_export_ctrl_c_exits_130_leaves_nothing_running_and_resumes(make_emu
     """``wandb-history export --engine ray`` (its own local cluster) interrupted by Ctrl-C, first
     while Ray is starting, then mid-export: exit 130 with what was committed and the command that
     resumes, only whole chunks at the destination, no Ray process left; the resume equals a clean export."""
-    import re
-    import shlex
-
-    import duckdb
-    from test_export_support import run_cli, snapshot
-
     pytest.importorskip("ray", reason="Ray is not installed: pip install '.[ray]'")
     from connector import Api
     from connector.emulator.demo_runs import demo_runs
@@ -315,32 +310,8 @@ def test_ray_export_ctrl_c_exits_130_leaves_nothing_running_and_resumes(make_emu
     assert_none_left(marker)
     assert not Path(dest).exists()
 
-    # 2. mid-export, after commits (~95 history pages in all)
-    emu.latency = 0.05
-    try:
-        code, _, err = interrupt_cli(
-            args, env, lambda: emu.counters()["by_field"].get("history", {}).get("requests", 0) >= 60
-        )
-    finally:
-        emu.latency = 0.0
-    assert code == 130, err[-2000:]
-    m = re.search(r"^interrupted: committed ([\d,]+) rows? in ([\d,]+) chunks? .*; nothing committed was lost$", err, re.M)
-    assert m, err[-2000:]
-    con = duckdb.connect(dest, read_only=True)
-    try:
-        rows = con.execute("SELECT count(*) FROM history").fetchall()[0][0]
-    finally:
-        con.close()
-    assert 0 < rows == int(m.group(1).replace(",", "")) < 9_500  # whole chunks, what the message says
-    resume = re.search(r"^resume with: (.*)$", err, re.M)
-    assert resume and resume.group(1) == "wandb-history export " + shlex.join(args)
-    assert_none_left(marker)
-
-    # 3. the printed command resumes it
-    proc = run_cli(shlex.split(resume.group(1))[2:], env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert snapshot("duckdb", dest) == snapshot("duckdb", ref)
-    assert_none_left(marker)
+    # 2. mid-export, after commits; 3. the printed command resumes it
+    interrupt_midway_then_resume(emu, args, env, marker, ref)
 
 
 def test_ray_dry_run_prints_the_local_plan_without_starting_ray(emulator, tmp_path):

@@ -261,3 +261,42 @@ def interrupt_cli(args: list[str], env: dict[str, str], when: Any, timeout: floa
             proc.kill()
             proc.wait()
     return proc.returncode, out, err
+
+
+def interrupt_midway_then_resume(emu: Any, args: list[str], env: dict[str, str], marker: str, ref: str) -> str:
+    """Ctrl-C the DuckDB export ``args`` (``--to`` DEST) once 60 history pages were asked for
+    (~95 in all for the demo runs at ``--page-size 100``, 50 ms per answer): exit 130; the message
+    names the rows committed, which are what DEST holds, whole chunks; it prints the same command to
+    resume; nothing marked `marker` is left running. Then run that command: DEST equals `ref`.
+    Returns the interrupted export's stderr."""
+    import re
+    import shlex
+
+    import duckdb
+
+    dest = args[args.index("--to") + 1]
+    emu.latency = 0.05
+    try:
+        code, _, err = interrupt_cli(
+            args, env, lambda: emu.counters()["by_field"].get("history", {}).get("requests", 0) >= 60
+        )
+    finally:
+        emu.latency = 0.0
+    assert code == 130, err[-2000:]
+    m = re.search(r"^interrupted: committed ([\d,]+) rows? in ([\d,]+) chunks? .*; nothing committed was lost$", err, re.M)
+    assert m, err[-2000:]
+    con = duckdb.connect(dest, read_only=True)
+    try:
+        rows = con.execute("SELECT count(*) FROM history").fetchall()[0][0]
+    finally:
+        con.close()
+    assert 0 < rows == int(m.group(1).replace(",", "")) < 9_500  # whole chunks, what the message says
+    resume = re.search(r"^resume with: (.*)$", err, re.M)
+    assert resume and resume.group(1) == "wandb-history export " + shlex.join(args)
+    assert_none_left(marker)
+
+    proc = run_cli(shlex.split(resume.group(1))[2:], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert snapshot("duckdb", dest) == snapshot("duckdb", ref)
+    assert_none_left(marker)
+    return err

@@ -6,8 +6,6 @@ export (NaN-aware, watermarks included), a worker killed mid-task, Ctrl-C and it
 
 from __future__ import annotations
 
-import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -15,12 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_export_support import (  # noqa: E402
-    assert_none_left,
-    interrupt_cli,
+    interrupt_midway_then_resume,
     make_dest,
     marked_env,
-    processes_marked,
-    run_cli,
     snapshot,
 )
 
@@ -72,8 +67,6 @@ def test_processes_export_ctrl_c_exits_130_leaves_no_worker_and_resumes(make_emu
     """Ctrl-C (SIGINT to the process group, workers included) mid-export: exit 130 with what was
     committed and the command that resumes, whole chunks only, no worker left running; the printed
     command then completes the export, equal to a clean one."""
-    import duckdb
-
     emu = make_emulator(demo_runs(), service=live_pages_service())
     ref = str(tmp_path / "ref.duckdb")
     assert export("demo/mnist", ref, api=Api(api_key=emu.api_key, base_url=emu.base_url), chunk_steps=700).ok
@@ -81,31 +74,8 @@ def test_processes_export_ctrl_c_exits_130_leaves_no_worker_and_resumes(make_emu
     args = ["demo/mnist", "--to", dest, "--chunk-steps", "700", "--concurrency", "2", "--page-size", "100",
             "--engine", "processes"]  # fmt: skip
     env, marker = marked_env(emu)
-    emu.latency = 0.05
-    try:
-        code, _, err = interrupt_cli(
-            args, env, lambda: emu.counters()["by_field"].get("history", {}).get("requests", 0) >= 60
-        )
-    finally:
-        emu.latency = 0.0
-    assert code == 130, err[-2000:]
+    err = interrupt_midway_then_resume(emu, args, env, marker, ref)
     assert "Traceback" not in err, err[-3000:]  # the workers ignore SIGINT: no stack traces from them
-    m = re.search(r"^interrupted: committed ([\d,]+) rows? in ([\d,]+) chunks? .*; nothing committed was lost$", err, re.M)
-    assert m, err[-2000:]
-    con = duckdb.connect(dest, read_only=True)
-    try:
-        rows = con.execute("SELECT count(*) FROM history").fetchall()[0][0]
-    finally:
-        con.close()
-    assert 0 < rows == int(m.group(1).replace(",", "")) < 9_500  # whole chunks, what the message says
-    resume = re.search(r"^resume with: (.*)$", err, re.M)
-    assert resume and resume.group(1) == "wandb-history export " + shlex.join(args)
-    assert_none_left(marker)
-
-    proc = run_cli(shlex.split(resume.group(1))[2:], env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert snapshot("duckdb", dest) == snapshot("duckdb", ref)
-    assert not processes_marked(marker)
 
 
 def test_processes_dry_run_starts_no_worker(emulator, api, tmp_path):
