@@ -61,8 +61,9 @@ def test_a_worker_killed_mid_scan_costs_only_time(live_emulator, live_api, live_
         batches = api.run(path).scan_history(page_size=100).to_batches()
         got = [next(batches)]
         pool = api.decode_pool
-        assert pool is not None and pool._pool is not None
-        victims = list(pool._pool._processes)  # type: ignore[attr-defined]  # the executor's workers
+        executor = pool.workers.current if pool is not None else None
+        assert executor is not None
+        victims = list(executor._processes)  # type: ignore[attr-defined]  # the executor's workers
         os.kill(victims[0], signal.SIGKILL)
         got += list(batches)
         assert pool.restarts >= 1  # the pool was replaced, the pages it held decoded again

@@ -203,24 +203,8 @@ def test_kill_9_mid_export_then_resume_is_identical(kind, live_demo, tmp_path):
     need(*MODULES[kind])
     if kind == "delta":
         need("polars", "delta")
-    rows, states = duck_reference(live_demo, tmp_path)
     to, target = dest_for(kind, tmp_path, "kill")
-    live_demo.latency = 0.12  # a clean export takes ~8 s: the kills land mid-way
-    rng = random.Random(f"kill-{kind}")
-    for _ in range(2):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],
-            cwd=ROOT, env=cli_env(live_demo), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(rng.uniform(2.0, 4.0))
-        assert proc.poll() is None, "the export ended before the kill: make it slower"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    live_demo.latency = 0.0
-    proc = run_cli([*ARGS, "--to", to], cli_env(live_demo))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert canon(lake_history(kind, target)) == rows
-    assert lake_states(kind, target) == states
+    kill_9_then_resume(live_demo, tmp_path, kind, to, target, crashes=(None, None), seed=f"kill-{kind}")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -480,13 +464,17 @@ def test_iceberg_export_to_s3_equals_duckdb(demo, tmp_path, s3_server):
         catalog.engine.dispose()
 
 
-def kill_9_then_resume(live_demo: Any, tmp_path: Path, kind: str, to: str, target: str) -> None:
-    """A crash hook right before a commit, then two real kills mid-export, then a resume: each run
-    starts at once after the previous one died, and the end equals a clean export."""
+def kill_9_then_resume(
+    live_demo: Any, tmp_path: Path, kind: str, to: str, target: str,
+    crashes: tuple[str | None, ...] = ("before-commit:3", None, None), seed: str = "",
+) -> None:  # fmt: skip
+    """Exports killed one after the other (a crash hook such as ``before-commit:3``, or None: a
+    real ``kill -9`` mid-export), then a resume: each run starts at once after the previous one
+    died, and the end equals a clean export."""
     rows, states = duck_reference(live_demo, tmp_path)
-    live_demo.latency = 0.12
-    rng = random.Random(f"kill-{kind}-s3")
-    for crash in ("before-commit:3", None, None):
+    live_demo.latency = 0.12  # a clean export takes ~8 s: the kills land mid-way
+    rng = random.Random(seed or f"kill-{kind}-s3")
+    for crash in crashes:
         env = cli_env(live_demo, WANDB_HISTORY_CRASH_AT=crash) if crash else cli_env(live_demo)
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "export", *SLOW_ARGS, "--to", to],

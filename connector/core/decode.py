@@ -2,7 +2,7 @@
 
 Turning a page's JSON texts into an Arrow batch is Python work that holds the GIL: a scan decoding
 in its own process uses one core, whatever its fetching threads do. A `DecodePool` of worker
-processes (started with ``spawn``) takes the pages that can be decoded elsewhere (`Page.offload`:
+processes (`connector.core.workers.WorkerPool`) takes the pages that can be decoded elsewhere (`Page.offload`:
 live history pages, whose texts are parsed and checked by a plain function) and gives back
 ``(batch, first_step, last_step)``; the scan keeps fetching meanwhile, and yields the batches in
 step order. The pool is an `Api`'s (``Api(processes=2)``), shared by its scans and closed with it.
@@ -19,17 +19,16 @@ ignore SIGINT: Ctrl-C stops the scan in the caller's process, as without a pool.
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
-import threading
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pyarrow as pa
 
 from .arrow import SchemaPlan
+from .workers import WorkerPool
 
 Job = tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...]]
 """A page's `Page.offload`: the function that gives its rows, and its arguments."""
@@ -48,10 +47,6 @@ def page_batch(job: Job, plan: SchemaPlan) -> tuple[pa.RecordBatch, int | None, 
     return batch, (rows[0].get("_step") if rows else None), (rows[-1].get("_step") if rows else None)
 
 
-def _started() -> None:
-    """A task that only makes the executor start a worker (see `DecodePool._executor`)."""
-
-
 def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scan's, in the caller's process
 
@@ -66,61 +61,35 @@ class DecodePool:
     """
 
     def __init__(self, processes: int) -> None:
-        if processes < 1:
-            raise ValueError(f"processes must be >= 1, got {processes}")
+        self.workers = WorkerPool(processes, _worker_init)
         self.processes = processes
-        self.restarts = 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
 
     @property
     def started(self) -> bool:
-        return self._pool is not None
+        return self.workers.current is not None
 
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                context = multiprocessing.get_context("spawn")  # fork would copy other threads' locks
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=_worker_init)
-                # The executor starts a worker only when none is idle: start them all now, so that
-                # none is still importing Arrow (a second of CPU) in the middle of a scan.
-                for started in [self._pool.submit(_started) for _ in range(self.processes)]:
-                    started.result()
-            return self._pool
+    @property
+    def restarts(self) -> int:
+        return self.workers.restarts
 
     def submit(self, job: Job, plan: SchemaPlan) -> Future[tuple[pa.RecordBatch, int | None, int | None]]:
         """Decode one page (`Page.offload`'s ``job``) into a batch of `plan`'s schema."""
-        pool = self._executor()
-        try:
-            return pool.submit(page_batch, job, plan)
-        except BrokenProcessPool:
-            self._replace(pool)
-            return self._executor().submit(page_batch, job, plan)
+        return self.workers.submit(page_batch, job, plan)
 
     def result(
         self, future: Future[tuple[pa.RecordBatch, int | None, int | None]], job: Job, plan: SchemaPlan
     ) -> tuple[pa.RecordBatch, int | None, int | None]:
         """`future`'s result; a page lost with its worker is decoded again, here."""
-        pool = self._pool
+        pool = self.workers.current
         try:
             return future.result()
         except (BrokenProcessPool, CancelledError):
             if pool is not None:
-                self._replace(pool)
+                self.workers.replace(pool)
             return page_batch(job, plan)
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is broken:
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-                self.restarts += 1
-
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.workers.close()
 
 
 __all__ = ["DecodePool", "Job", "page_batch"]

@@ -245,7 +245,7 @@ class HistoryScan:
 
     def _pages(self, offload: bool = False) -> Generator[tuple[Window, Page], None, None]:
         """(window, page) in step order; with `offload`, pages that can be decoded elsewhere
-        (`Page.offload`) come undecoded and unchecked: the caller checks their steps."""
+        (`Page.offload`) come undecoded, and the caller checks the order of every page's steps."""
         planned_before = "plan" in self._state
         _ = self.plan  # resolve keys and schema before any page is fetched
         windows = self.windows(refresh=planned_before)
@@ -295,7 +295,7 @@ class HistoryScan:
             filled = bool(rows)
             if filled:
                 first, last = rows[0].get("_step"), rows[-1].get("_step")
-        if filled:
+        if filled and not offload:  # with offload, the caller checks every page's order, once
             self._check_order(window, first, last, previous)
         return self._count(page)
 

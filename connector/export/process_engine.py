@@ -32,7 +32,6 @@ plan order, exactly as ``--engine local`` does, so the guarantees are the sink's
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from ..core.workers import WorkerPool
 from .chunks import HistoryChunk
 from .limiter import AimdLimiter
 from .plan import ExportOptions, RunPlan
@@ -69,10 +69,6 @@ def _worker_init(share: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _GATE = AimdLimiter(share)
     from .. import api  # noqa: F401
-
-
-def _started() -> None:
-    """A task that only makes the executor start a worker (it starts one only when none is idle)."""
 
 
 def _run_task(task: ChunkTask) -> tuple[list[tuple[int, pa.Table]], dict[str, Any]]:
@@ -109,39 +105,21 @@ class ProcessChunkReader:
         self.stats = {"requests": 0, "retries": 0, "tasks": 0, "restarts": 0}
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = WorkerPool(self.workers, _worker_init, (self.share,))
         self._limiters: dict[int, dict[str, int]] = {}  # the latest limiter stats of each worker
         self._throttles = 0  # those of the workers of pools that broke
 
     # -- pool ----------------------------------------------------------------------------------
-    def _start(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                context = multiprocessing.get_context("spawn")  # fork would copy the exporter's threads' locks
-                self._pool = ProcessPoolExecutor(
-                    self.workers, mp_context=context, initializer=_worker_init, initargs=(self.share,)
-                )
-                # start every worker now, not one per busy moment (each imports Arrow: a second of CPU)
-                for started in [self._pool.submit(_started) for _ in range(self.workers)]:
-                    started.result()
-            return self._pool
-
     def _restart(self, broken: ProcessPoolExecutor) -> None:
         """A new pool in place of `broken` (once, however many tasks found it broken)."""
-        with self._lock:
-            if self._pool is broken:
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+        if self._pool.replace(broken):
+            with self._lock:
                 self.stats["restarts"] += 1
                 self._throttles += sum(s.get("throttles", 0) for s in self._limiters.values())
                 self._limiters.clear()  # the new workers' limiters start afresh
-        self._start()
 
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
 
     def limiter_stats(self) -> dict[str, int]:
         """The workers' limiters together: their shares and peaks added up, their throttles counted."""
@@ -160,17 +138,12 @@ class ProcessChunkReader:
         yield from task_chunks(plan, options, stop, self.api_factory, self.retry, self.rows_per_task, self._results)
 
     def _submit(self, task: ChunkTask) -> Future[Any]:
-        pool = self._start()
-        try:
-            return pool.submit(_run_task, task)
-        except BrokenProcessPool:
-            self._restart(pool)
-            return self._start().submit(_run_task, task)
+        return self._pool.submit(_run_task, task)
 
     def _result(self, item: _Submitted) -> tuple[list[tuple[int, pa.Table]], dict[str, Any]]:
         """The task's result; a task lost with its worker is submitted again (to a new pool)."""
         while True:
-            pool = self._pool
+            pool = self._pool.current
             try:
                 result: tuple[list[tuple[int, pa.Table]], dict[str, Any]] = item.future.result()
                 return result
