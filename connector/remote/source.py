@@ -329,24 +329,28 @@ def _answer_errors(
 
 @dataclass(slots=True)
 class HistoryPage(Page):
-    """A `Page` whose JSON texts are parsed and checked by `check` when decoded, or in a worker
-    process by `parse_history_texts` (`offload`) for steps `window` of run `run_path`."""
+    """A `Page` of one `history` answer for steps `window` of run `run_path`: its JSON texts are
+    parsed and checked by `parse_history_texts`, here when decoded or in a worker process
+    (`offload`)."""
 
-    check: Callable[[list[str]], list[dict[str, Any]]] | None = None
     window: Window | None = None
     run_path: str = ""
+
+    def decode(self) -> list[dict[str, Any]]:
+        if self.texts is not None:
+            texts = self.texts
+            self.rows = (
+                parse_history_texts(texts, self.window, self.run_path)
+                if self.window is not None
+                else [parse_row(t) for t in texts]
+            )
+            self.texts = None
+        return self.rows
 
     def offload(self) -> tuple[Callable[..., list[dict[str, Any]]], tuple[Any, ...]] | None:
         if self.texts is None or self.window is None:
             return None
         return parse_history_texts, (self.texts, self.window, self.run_path)
-
-    def decode(self) -> list[dict[str, Any]]:
-        if self.texts is not None:
-            texts = self.texts
-            self.rows = self.check(texts) if self.check is not None else [parse_row(t) for t in texts]
-            self.texts = None
-        return self.rows
 
 
 class ExportPage(Page):
@@ -582,13 +586,9 @@ class ApiSource:
             complete=samples >= window.width or not texts,
             nbytes=len(raw),
             texts=texts,
-            check=functools.partial(self._checked_texts, window),
             window=window,
             run_path=self.ref.path,
         )
-
-    def _checked_texts(self, window: Window, texts: list[str]) -> list[dict[str, Any]]:
-        return parse_history_texts(texts, window, self.ref.path)
 
     def _spec(self, keys: Sequence[str], window: Window, samples: int) -> str:
         # maxStep is inclusive in sampledHistory specs.
